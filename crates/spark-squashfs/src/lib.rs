@@ -1,0 +1,1 @@
+//! Squashfs 4.0 reader and writer (work in progress).

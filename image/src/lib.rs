@@ -1,0 +1,1 @@
+//! RAUC bundles (work in progress).

@@ -1,0 +1,1 @@
+//! Spark PKI (work in progress).
