@@ -1,0 +1,1 @@
+//! Test rig for the real RAUC (work in progress).
