@@ -165,6 +165,7 @@ impl Testbed {
         };
         bed.start_bus()?;
         bed.start_service()?;
+        tracing::debug!(root = %bed.root().display(), bus = %bed.bus_address, "testbed up");
         Ok(bed)
     }
 
@@ -271,6 +272,7 @@ impl Testbed {
     pub fn reboot(&mut self) -> Result<Slot, TestbedError> {
         self.stop_service();
         let slot = self.bootloader.boot()?;
+        tracing::debug!(root = %self.root().display(), %slot, "testbed reboot");
         write_file(&self.booted_file, slot.bootname().as_bytes())?;
         self.booted = slot;
         self.start_service()?;
