@@ -176,7 +176,9 @@ impl Bundle {
     fn inner_manifest(&self, archive: &Archive<File>) -> Result<Manifest, BundleError> {
         let bytes = match archive.read_file(MANIFEST_NAME) {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(BundleError::NoManifest),
+            Err(spark_squashfs::SquashfsError::NotFound { .. }) => {
+                return Err(BundleError::NoManifest);
+            }
             Err(e) => return Err(e.into()),
         };
         let text = String::from_utf8(bytes).map_err(|_| ManifestError::NotUtf8)?;
@@ -310,7 +312,7 @@ impl Bundle {
                 hash: Sha256::new(),
                 progress,
             };
-            archive.copy_file(&image.filename, &mut hasher)?;
+            archive.copy_file(&image.filename, &mut hasher, None)?;
             let actual: [u8; 32] = hasher.hash.finalize().into();
             if actual != expected_sha {
                 return Err(BundleError::ImageChecksum {

@@ -87,7 +87,7 @@ pub enum BundleError {
     SignatureSize { claimed: u64, available: u64 },
     #[error("signature is {0} bytes; rauc refuses signatures over 64 KiB")]
     SignatureTooLarge(u64),
-    #[error("payload is {0} bytes, not a multiple of 4096: rauc rejects such bundles; rebuild it with spark-image or rauc")]
+    #[error("squashfs is {0} bytes, not a multiple of 4096: verity needs 4 KiB alignment and Spark requires it for every format; rebuild the bundle with spark-image or rauc, which pad it")]
     NotAligned(u64),
     #[error("bundle payload is not a readable squashfs: {0}")]
     Squashfs(#[from] spark_squashfs::SquashfsError),

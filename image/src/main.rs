@@ -84,14 +84,14 @@ impl TrustArgs {
 
 #[derive(Args)]
 struct BundleArgs {
-    /// Content directory with manifest.raucm and images (omit with --rootfs).
-    input: Option<PathBuf>,
-    /// Output bundle (.raucb); must not exist.
-    output: PathBuf,
+    /// `CONTENT_DIR OUTPUT` (like `rauc bundle`), or just `OUTPUT` with --rootfs. The content
+    /// directory holds manifest.raucm and the images; the output (.raucb) must not exist.
+    #[arg(required = true, num_args = 1..=2, value_name = "PATHS")]
+    paths: Vec<PathBuf>,
     #[command(flatten)]
     signer: SignerArgs,
     /// Build from one root filesystem image instead of a content directory.
-    #[arg(long, requires_all = ["compatible", "version"], conflicts_with = "input")]
+    #[arg(long, requires_all = ["compatible", "version"])]
     rootfs: Option<PathBuf>,
     /// `[update] compatible` (with --rootfs).
     #[arg(long)]
@@ -240,9 +240,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bundle(a) => {
             let signer = a.signer.load()?;
-            let input = match (&a.input, &a.rootfs) {
-                (Some(dir), None) => BuildInput::Dir(dir.clone()),
-                (None, Some(image)) => BuildInput::Rootfs {
+            let (input, output) = match (a.paths.as_slice(), &a.rootfs) {
+                ([dir, output], None) => (BuildInput::Dir(dir.clone()), output),
+                ([output], Some(image)) => (BuildInput::Rootfs {
                     image: image.clone(),
                     slot_class: a.slot_class.clone(),
                     compatible: a.compatible.clone().context("--compatible is required with --rootfs")?,
@@ -250,12 +250,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     description: a.description.clone(),
                     build: a.build.clone(),
                     format: a.format,
-                },
-                _ => bail!("give either a content directory or --rootfs IMAGE"),
+                }, output),
+                _ => bail!("give `CONTENT_DIR OUTPUT`, or `--rootfs IMAGE OUTPUT`"),
             };
             let summary = spark_image::build(
                 &input,
-                &a.output,
+                output,
                 &BuildOptions {
                     signer: &signer,
                     compression: Compression::Gzip { level: a.gzip_level },
@@ -265,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             println!(
                 "Bundle {} ({} bytes, {}, sha256 {}) signed by {}",
-                a.output.display(),
+                output.display(),
                 summary.size,
                 summary.manifest.format.as_str(),
                 summary.sha256,

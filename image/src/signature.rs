@@ -514,9 +514,8 @@ impl Cms {
             .to_der()
             .map_err(|e| SignatureError::Malformed(e.to_string()))?;
         let subject = signer_cert.tbs_certificate.subject.to_string();
-        let ee = webpki::EndEntityCert::try_from(&rustls_pki_types::CertificateDer::from(
-            signer_der.as_slice(),
-        ))
+        let signer_der = rustls_pki_types::CertificateDer::from(signer_der.as_slice());
+        let ee = webpki::EndEntityCert::try_from(&signer_der)
         .map_err(|e| SignatureError::Untrusted {
             subject: subject.clone(),
             reason: format!("signer certificate rejected: {e:?}"),

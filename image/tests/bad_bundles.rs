@@ -230,13 +230,15 @@ fn image_checksum_mismatch() {
     forge_plain(&c.pki, &m, &[("rootfs.ext4", &c.image)], 0, &b);
     let e = verify(&c.pki, &b).unwrap_err();
     assert!(matches!(e, BundleError::ImageChecksum { .. }), "{e}");
-    // rauc checks image checksums when it installs: the real service refuses it too.
+    // Found while writing this test: rauc 1.8 trusts the signature over the squashfs and
+    // installs such a bundle into a raw slot anyway. spark-image is the stricter gate, which is
+    // why the OTA server and the update agent run it before rauc sees a bundle.
     let testbed = spark_testbed::Testbed::start(spark_testbed::TestbedOptions::new(
         COMPATIBLE,
         c.pki.pki.keyring(),
     ))
     .unwrap();
-    testbed.install(&b).expect_err("rauc refuses to install a bundle whose image checksum lies");
+    testbed.install(&b).expect("rauc 1.8 does not check image checksums on install");
 }
 
 #[test]
@@ -247,7 +249,15 @@ fn squashfs_not_4k_aligned() {
     forge_plain(&c.pki, &m, &[("rootfs.ext4", &c.image)], 100, &b);
     let e = spark_image::Bundle::open(&b).err().expect("unaligned payload rejected");
     assert!(matches!(e, BundleError::NotAligned(_)), "{e}");
-    c.rauc_rejects(&b);
+    let testbed = spark_testbed::Testbed::start(spark_testbed::TestbedOptions::new(
+        COMPATIBLE,
+        c.pki.pki.keyring(),
+    ))
+    .unwrap();
+    // rauc 1.8 only needs alignment for verity and installs an unaligned plain bundle; Spark
+    // refuses it for every format (mksquashfs and spark-image always pad, so only a hand-made or
+    // damaged bundle lacks it).
+    testbed.install(&b).expect("rauc 1.8 accepts an unaligned plain payload");
 }
 
 #[test]

@@ -63,7 +63,7 @@ fn plain_bundle_installs_through_rauc_service_byte_exact() {
     let status = testbed.status().unwrap();
     let b = status.slot(Slot::B).unwrap();
     assert_eq!(b.bundle_version.as_deref(), Some("2.0.0"));
-    assert_eq!(testbed.bootloader().boot_order()[0], Slot::B, "B is primary after install");
+    assert_eq!(testbed.bootloader().boot_order().unwrap()[0], Slot::B, "B is primary after install");
 }
 
 fn rauc_bundle(pki: &Pki, content: &Path, out: &Path) {
@@ -118,7 +118,8 @@ fn rauc_built_bundles_verify_and_show_the_same_fields() {
             assert_eq!(t["checksum"], hex::encode(image.sha256.unwrap()));
             assert_eq!(t["size"], image.size.unwrap());
         }
-        assert_eq!(ours.meta["spark"]["channel"], "weekly");
+        // rauc 1.8 drops [meta.*] (and a plain [bundle] group) when it rewrites the manifest.
+        assert!(ours.meta.is_empty());
         if format == "verity" {
             let v = ours.verity.clone().unwrap();
             // rauc 1.8's JSON has no verity fields; compare with its text output instead.
