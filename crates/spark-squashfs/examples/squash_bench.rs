@@ -20,7 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = std::env::temp_dir();
     let ours_out = tmp.join("squash_bench.ours.sqfs");
     let theirs_out = tmp.join("squash_bench.mksquashfs.sqfs");
-    println!("input {} ; {} threads ; best of {runs}", dir.display(), rayon::current_num_threads());
+    println!(
+        "input {} ; {} threads ; best of {runs}",
+        dir.display(),
+        rayon::current_num_threads()
+    );
 
     let mut ours = Duration::MAX;
     let mut ours_size = 0;
@@ -37,8 +41,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         theirs = theirs.min(mksquashfs(&dir, &theirs_out)?);
     }
     let theirs_size = std::fs::metadata(&theirs_out)?.len();
-    println!("spark-squashfs: {:>8.3} s  {ours_size} bytes", ours.as_secs_f64());
-    println!("mksquashfs:     {:>8.3} s  {theirs_size} bytes", theirs.as_secs_f64());
+    println!(
+        "spark-squashfs: {:>8.3} s  {ours_size} bytes",
+        ours.as_secs_f64()
+    );
+    println!(
+        "mksquashfs:     {:>8.3} s  {theirs_size} bytes",
+        theirs.as_secs_f64()
+    );
     println!(
         "ratio ours/mksquashfs: {:.3} ({:.1}% less wall time)",
         ours.as_secs_f64() / theirs.as_secs_f64(),
@@ -54,7 +64,13 @@ fn mksquashfs(dir: &Path, out: &Path) -> Result<Duration, Box<dyn std::error::Er
     let status = Command::new("mksquashfs")
         .arg(dir)
         .arg(out)
-        .args(["-all-root", "-noappend", "-no-progress", "-no-xattrs", "-quiet"])
+        .args([
+            "-all-root",
+            "-noappend",
+            "-no-progress",
+            "-no-xattrs",
+            "-quiet",
+        ])
         .status()?;
     if !status.success() {
         return Err(format!("mksquashfs failed: {status}").into());

@@ -41,7 +41,9 @@ pub enum SquashfsError {
     InvalidOptions(String),
 
     /// Writing the image to its destination failed.
-    #[error("cannot write the squashfs image at offset {offset}: {source}; check free space on the destination")]
+    #[error(
+        "cannot write the squashfs image at offset {offset}: {source}; check free space on the destination"
+    )]
     WriteImage {
         offset: u64,
         #[source]
@@ -65,15 +67,21 @@ pub enum SquashfsError {
     },
 
     /// The first four bytes are not the squashfs magic.
-    #[error("not a squashfs image: magic {found:#010x} (expected 0x73717368, \"hsqs\"); is this the right file and offset?")]
+    #[error(
+        "not a squashfs image: magic {found:#010x} (expected 0x73717368, \"hsqs\"); is this the right file and offset?"
+    )]
     BadMagic { found: u32 },
 
     /// A squashfs version other than 4.0.
-    #[error("squashfs version {major}.{minor} is not supported; only 4.0 images (mksquashfs 4.x) can be read")]
+    #[error(
+        "squashfs version {major}.{minor} is not supported; only 4.0 images (mksquashfs 4.x) can be read"
+    )]
     UnsupportedVersion { major: u16, minor: u16 },
 
     /// The image is compressed with an algorithm this build cannot decode.
-    #[error("the image is compressed with {name} (id {id}), which this build cannot read; rebuild it with gzip (mksquashfs -comp gzip)")]
+    #[error(
+        "the image is compressed with {name} (id {id}), which this build cannot read; rebuild it with gzip (mksquashfs -comp gzip)"
+    )]
     UnsupportedCompression { id: u16, name: &'static str },
 
     /// A superblock field is inconsistent.
@@ -116,11 +124,15 @@ pub enum SquashfsError {
     },
 
     /// `read_file` refuses to load big files into memory.
-    #[error("{path:?} is {size} bytes, more than read_file's limit of {limit}; stream it with copy_file instead")]
+    #[error(
+        "{path:?} is {size} bytes, more than read_file's limit of {limit}; stream it with copy_file instead"
+    )]
     FileTooLarge { path: String, size: u64, limit: u64 },
 
     /// The image declares more entries than the reader is willing to walk.
-    #[error("the squashfs image has more than {limit} directory entries; it is corrupt or not a bundle payload")]
+    #[error(
+        "the squashfs image has more than {limit} directory entries; it is corrupt or not a bundle payload"
+    )]
     TooManyEntries { limit: usize },
 
     /// Creating something under the extraction directory failed.

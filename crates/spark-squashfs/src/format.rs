@@ -187,10 +187,16 @@ impl Superblock {
         }
         let bad = |reason: String| Err(SquashfsError::CorruptSuperblock { reason });
         if !sb.block_size.is_power_of_two() || !(4096..=1 << 20).contains(&sb.block_size) {
-            return bad(format!("block size {} is not a power of two between 4 KiB and 1 MiB", sb.block_size));
+            return bad(format!(
+                "block size {} is not a power of two between 4 KiB and 1 MiB",
+                sb.block_size
+            ));
         }
         if u32::from(sb.block_log) != sb.block_size.trailing_zeros() {
-            return bad(format!("block_log {} does not match block size {}", sb.block_log, sb.block_size));
+            return bad(format!(
+                "block_log {} does not match block size {}",
+                sb.block_log, sb.block_size
+            ));
         }
         if sb.bytes_used < SUPERBLOCK_SIZE as u64 || sb.bytes_used > image_len {
             return bad(format!(
@@ -221,7 +227,9 @@ impl Superblock {
             ("xattr", sb.xattr_table_start),
         ] {
             if start != NO_TABLE && (start < sb.directory_table_start || start > sb.bytes_used) {
-                return bad(format!("{name} table start {start} lies outside the table area"));
+                return bad(format!(
+                    "{name} table start {start} lies outside the table area"
+                ));
             }
         }
         if sb.id_table_start == NO_TABLE {

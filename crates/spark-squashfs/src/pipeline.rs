@@ -34,7 +34,12 @@ where
     W: Fn(J) -> Result<O> + Sync,
     C: FnMut(O) -> Result<()>,
 {
-    pub fn new(scope: &'a rayon::Scope<'scope>, window: usize, work: &'scope W, consume: C) -> Self {
+    pub fn new(
+        scope: &'a rayon::Scope<'scope>,
+        window: usize,
+        work: &'scope W,
+        consume: C,
+    ) -> Self {
         let (tx, rx) = channel();
         Ordered {
             scope,

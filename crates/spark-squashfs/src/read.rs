@@ -93,9 +93,12 @@ pub struct Archive<R> {
     ids: Vec<u32>,
     /// End of the directory table (a loose bound: the next table that follows it).
     dir_end: u64,
-    meta_cache: Mutex<HashMap<u64, (Arc<Vec<u8>>, u64)>>,
+    meta_cache: Mutex<HashMap<u64, MetaBlock>>,
     frag_cache: Mutex<Option<(u32, Arc<Vec<u8>>)>>,
 }
+
+/// A decompressed metadata block and the position of the block after it.
+type MetaBlock = (Arc<Vec<u8>>, u64);
 
 struct Window<R> {
     r: R,
@@ -104,7 +107,9 @@ struct Window<R> {
 
 impl<R> std::fmt::Debug for Archive<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Archive").field("superblock", &self.sb).finish()
+        f.debug_struct("Archive")
+            .field("superblock", &self.sb)
+            .finish()
     }
 }
 
@@ -240,7 +245,10 @@ impl<R: Read + Seek> Archive<R> {
     /// Opens the image stored in `len` bytes at `offset` of `reader` (e.g. the squashfs at the
     /// start of a RAUC bundle, whose signature follows it).
     pub fn open_at(reader: R, offset: u64, len: u64) -> Result<Self> {
-        let mut window = Window { r: reader, base: offset };
+        let mut window = Window {
+            r: reader,
+            base: offset,
+        };
         let mut head = [0u8; SUPERBLOCK_SIZE];
         if len < SUPERBLOCK_SIZE as u64 {
             return Err(SquashfsError::CorruptSuperblock {
@@ -306,15 +314,20 @@ impl<R: Read + Seek> Archive<R> {
 
     /// Reads and inflates the metadata block at `abs`, which must end before `end`.
     /// Returns the block and the position of the next one.
-    fn meta_block(&self, abs: u64, end: u64) -> Result<(Arc<Vec<u8>>, u64)> {
-        if let Some(hit) = lock(&self.meta_cache).get(&abs) {
-            if hit.1 <= end {
-                return Ok(hit.clone());
-            }
+    fn meta_block(&self, abs: u64, end: u64) -> Result<MetaBlock> {
+        if let Some(hit) = lock(&self.meta_cache).get(&abs)
+            && hit.1 <= end
+        {
+            return Ok(hit.clone());
         }
-        let corrupt = |reason: String| SquashfsError::CorruptMetadata { offset: abs, reason };
+        let corrupt = |reason: String| SquashfsError::CorruptMetadata {
+            offset: abs,
+            reason,
+        };
         if abs.checked_add(2).is_none_or(|e| e > end) {
-            return Err(corrupt(format!("the block would start past the end of its table at {end}")));
+            return Err(corrupt(format!(
+                "the block would start past the end of its table at {end}"
+            )));
         }
         let mut header = [0u8; 2];
         self.read_at(abs, &mut header)?;
@@ -325,7 +338,9 @@ impl<R: Read + Seek> Archive<R> {
         }
         let next = abs + 2 + stored;
         if next > end {
-            return Err(corrupt(format!("the block runs past the end of its table at {end}")));
+            return Err(corrupt(format!(
+                "the block runs past the end of its table at {end}"
+            )));
         }
         let mut raw = vec![0u8; stored as usize];
         self.read_at(abs + 2, &mut raw)?;
@@ -411,7 +426,11 @@ impl<R: Read + Seek> Archive<R> {
                 let size = u32::from(c.u16()?);
                 let offset = c.u16()?;
                 let _parent = c.u32()?;
-                Body::Dir { block, offset, size }
+                Body::Dir {
+                    block,
+                    offset,
+                    size,
+                }
             }
             inode_type::EXT_DIR => {
                 let _nlink = c.u32()?;
@@ -421,7 +440,11 @@ impl<R: Read + Seek> Archive<R> {
                 let _index_count = c.u16()?;
                 let offset = c.u16()?;
                 let _xattr = c.u32()?;
-                Body::Dir { block, offset, size }
+                Body::Dir {
+                    block,
+                    offset,
+                    size,
+                }
             }
             inode_type::FILE | inode_type::EXT_FILE => {
                 let (blocks_start, size, fragment, frag_offset) = if ty == inode_type::FILE {
@@ -457,11 +480,15 @@ impl<R: Read + Seek> Archive<R> {
                 let _nlink = c.u32()?;
                 let len = c.u32()?;
                 if len == 0 || len > MAX_SYMLINK_LEN {
-                    return Err(corrupt(format!("symlink target length {len} is not in 1..=4096")));
+                    return Err(corrupt(format!(
+                        "symlink target length {len} is not in 1..=4096"
+                    )));
                 }
                 Body::Symlink(c.bytes(len as usize)?)
             }
-            inode_type::BLOCK_DEV | inode_type::EXT_BLOCK_DEV => Body::Other(EntryKind::BlockDevice),
+            inode_type::BLOCK_DEV | inode_type::EXT_BLOCK_DEV => {
+                Body::Other(EntryKind::BlockDevice)
+            }
             inode_type::CHAR_DEV | inode_type::EXT_CHAR_DEV => Body::Other(EntryKind::CharDevice),
             inode_type::FIFO | inode_type::EXT_FIFO => Body::Other(EntryKind::Fifo),
             inode_type::SOCKET | inode_type::EXT_SOCKET => Body::Other(EntryKind::Socket),
@@ -495,14 +522,21 @@ impl<R: Read + Seek> Archive<R> {
             path: path.to_string(),
             reason,
         };
-        let Body::Dir { block, offset, size } = dir.body else {
+        let Body::Dir {
+            block,
+            offset,
+            size,
+        } = dir.body
+        else {
             return Err(SquashfsError::WrongKind {
                 path: path.to_string(),
                 expected: "directory",
             });
         };
         if size < 3 {
-            return Err(corrupt(format!("listing size {size} is below the minimum of 3")));
+            return Err(corrupt(format!(
+                "listing size {size} is below the minimum of 3"
+            )));
         }
         let mut remaining = u64::from(size) - 3;
         let mut entries: Vec<RawEntry> = Vec::new();
@@ -520,7 +554,9 @@ impl<R: Read + Seek> Archive<R> {
             let base = c.u32()?;
             remaining -= 12;
             if count > DIR_HEADER_MAX_ENTRIES {
-                return Err(corrupt(format!("a header claims {count} entries (at most 256)")));
+                return Err(corrupt(format!(
+                    "a header claims {count} entries (at most 256)"
+                )));
             }
             for _ in 0..count {
                 if remaining < 8 {
@@ -531,7 +567,9 @@ impl<R: Read + Seek> Archive<R> {
                 let ty = c.u16()?;
                 let name_len = usize::from(c.u16()?) + 1;
                 if name_len > MAX_NAME_LEN {
-                    return Err(corrupt(format!("a name is {name_len} bytes long (at most 256)")));
+                    return Err(corrupt(format!(
+                        "a name is {name_len} bytes long (at most 256)"
+                    )));
                 }
                 if remaining < 8 + name_len as u64 {
                     return Err(corrupt("the listing ends inside a name".into()));
@@ -548,7 +586,9 @@ impl<R: Read + Seek> Archive<R> {
                     return Err(corrupt("entries are not sorted by name or repeat".into()));
                 }
                 if usize::from(inode_offset) >= METADATA_SIZE {
-                    return Err(corrupt(format!("inode offset {inode_offset} is past 8 KiB")));
+                    return Err(corrupt(format!(
+                        "inode offset {inode_offset} is past 8 KiB"
+                    )));
                 }
                 let _ = base;
                 if *budget == 0 {
@@ -738,7 +778,11 @@ impl<R: Read + Seek> Archive<R> {
         };
         let bs = u64::from(self.sb.block_size);
         let has_fragment = fragment != NO_FRAGMENT;
-        let full_blocks = if has_fragment { size / bs } else { size.div_ceil(bs) };
+        let full_blocks = if has_fragment {
+            size / bs
+        } else {
+            size.div_ceil(bs)
+        };
         let tail = if has_fragment { size % bs } else { 0 };
         let data_end = self.sb.inode_table_start;
         let comp = self.sb.compression_id;
@@ -747,7 +791,11 @@ impl<R: Read + Seek> Archive<R> {
         enum ReadJob {
             Zeros(usize),
             Raw(Vec<u8>),
-            Packed { data: Vec<u8>, expect: usize, at: u64 },
+            Packed {
+                data: Vec<u8>,
+                expect: usize,
+                at: u64,
+            },
         }
         enum Chunk {
             Zeros(usize),
@@ -769,7 +817,10 @@ impl<R: Read + Seek> Archive<R> {
                         return Err(SquashfsError::CorruptDataBlock {
                             path: owned_path.clone(),
                             offset: at,
-                            reason: format!("block inflates to {} bytes, expected {expect}", v.len()),
+                            reason: format!(
+                                "block inflates to {} bytes, expected {expect}",
+                                v.len()
+                            ),
                         });
                     }
                     Chunk::Data(v)
@@ -831,7 +882,9 @@ impl<R: Read + Seek> Archive<R> {
                             "raw block of {len} bytes where {expect} are expected"
                         )));
                     }
-                    if pos.checked_add(len).is_none_or(|e| e > data_end) || pos < SUPERBLOCK_SIZE as u64 {
+                    if pos.checked_add(len).is_none_or(|e| e > data_end)
+                        || pos < SUPERBLOCK_SIZE as u64
+                    {
                         return Err(corrupt("the block lies outside the data area".into()));
                     }
                     let mut data = vec![0u8; len as usize];
@@ -839,7 +892,11 @@ impl<R: Read + Seek> Archive<R> {
                     pipe.submit(if raw {
                         ReadJob::Raw(data)
                     } else {
-                        ReadJob::Packed { data, expect, at: pos }
+                        ReadJob::Packed {
+                            data,
+                            expect,
+                            at: pos,
+                        }
                     })?;
                     pos += len;
                 }
@@ -867,10 +924,10 @@ impl<R: Read + Seek> Archive<R> {
     /// Reads and inflates fragment block `index` (the last one is cached: small files that
     /// share a fragment are usually read one after another).
     fn fragment_block(&self, index: u32) -> Result<Arc<Vec<u8>>> {
-        if let Some((i, block)) = &*lock(&self.frag_cache) {
-            if *i == index {
-                return Ok(block.clone());
-            }
+        if let Some((i, block)) = &*lock(&self.frag_cache)
+            && *i == index
+        {
+            return Ok(block.clone());
         }
         let corrupt = |reason: String| SquashfsError::CorruptFragment { index, reason };
         if index >= self.sb.fragment_count {
@@ -897,9 +954,13 @@ impl<R: Read + Seek> Archive<R> {
             return Err(corrupt(format!("size word {word:#x} is invalid")));
         }
         if start < SUPERBLOCK_SIZE as u64
-            || start.checked_add(len).is_none_or(|e| e > self.sb.inode_table_start)
+            || start
+                .checked_add(len)
+                .is_none_or(|e| e > self.sb.inode_table_start)
         {
-            return Err(corrupt(format!("block at {start} lies outside the data area")));
+            return Err(corrupt(format!(
+                "block at {start} lies outside the data area"
+            )));
         }
         let mut data = vec![0u8; len as usize];
         self.read_at(start, &mut data)?;
@@ -932,8 +993,9 @@ impl<R: Read + Seek> Archive<R> {
                 Body::Dir { .. } => {
                     match fs::create_dir(&target) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists
-                            && fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) => {}
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::AlreadyExists
+                                && fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) => {}
                         Err(e) => return Err(extract_err(&target)(e)),
                     }
                     dirs.push((target, inode.mode, inode.mtime));
@@ -982,7 +1044,10 @@ impl<R: Read + Seek> Window<R> {
             source,
         };
         let abs = self.base.checked_add(offset).ok_or_else(|| {
-            err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset overflows"))
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "offset overflows",
+            ))
         })?;
         self.r.seek(SeekFrom::Start(abs)).map_err(err)?;
         self.r.read_exact(buf).map_err(err)

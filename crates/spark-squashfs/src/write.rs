@@ -149,7 +149,11 @@ pub fn write_entries(
                         kind: "non-regular file",
                     });
                 }
-                (FileSource::Path(p.clone()), meta.len(), clamp_time(meta.mtime()))
+                (
+                    FileSource::Path(p.clone()),
+                    meta.len(),
+                    clamp_time(meta.mtime()),
+                )
             }
         };
         children.push(Node {
@@ -157,7 +161,11 @@ pub fn write_entries(
             mode: entry.mode & 0o7777,
             mtime: opts.mtime.unwrap_or(mtime),
             ino: 0,
-            kind: Kind::File { source, size, id: 0 },
+            kind: Kind::File {
+                source,
+                size,
+                id: 0,
+            },
         });
     }
     children.sort_by(|a, b| a.name.cmp(&b.name));
@@ -318,6 +326,9 @@ impl<W: Write> Out<'_, W> {
     }
 }
 
+/// A fragment table entry: where the fragment block starts, and its size word.
+type FragmentEntry = (u64, u32);
+
 /// Where the data of one file ended up.
 #[derive(Clone, Default)]
 struct FileData {
@@ -354,7 +365,7 @@ fn build<W: Write + Seek>(
 
     let mut inodes = MetadataWriter::new(opts.compression);
     let mut dirs = MetadataWriter::new(opts.compression);
-    let root_ref = write_dir_inode(&root, inode_count + 1, &data, &mut inodes, &mut dirs, opts)?;
+    let root_ref = write_dir_inode(&root, inode_count + 1, &data, &mut inodes, &mut dirs)?;
 
     let (inode_bytes, _) = inodes.finish()?;
     let inode_table_start = out.pos;
@@ -440,8 +451,8 @@ fn write_indexed_table<W: Write>(table: MetadataWriter, out: &mut Out<'_, W>) ->
 }
 
 /// Assigns inode numbers and collects the files (depth-first, sorted: the data order).
-fn number<'n, 'a>(
-    children: &'n mut [Node<'a>],
+fn number<'a>(
+    children: &mut [Node<'a>],
     next: &mut u32,
     files: &mut Vec<(FileSource<'a>, u64, PathBuf)>,
     path: &Path,
@@ -491,11 +502,11 @@ fn write_data<W: Write>(
     files: &[(FileSource<'_>, u64, PathBuf)],
     out: &mut Out<'_, W>,
     opts: &WriterOptions,
-) -> Result<(Vec<FileData>, Vec<(u64, u32)>)> {
+) -> Result<(Vec<FileData>, Vec<FragmentEntry>)> {
     let bs = opts.block_size as usize;
     let compression = opts.compression;
     let mut data = vec![FileData::default(); files.len()];
-    let mut fragments: Vec<(u64, u32)> = Vec::new();
+    let mut fragments: Vec<FragmentEntry> = Vec::new();
     let mut consumed = 0u64;
 
     let work = move |job: Job| -> Result<Done> {
@@ -707,7 +718,6 @@ fn write_dir_inode(
     data: &[FileData],
     inodes: &mut MetadataWriter,
     dirs: &mut MetadataWriter,
-    opts: &WriterOptions,
 ) -> Result<u64> {
     let Kind::Dir(children) = &dir.kind else {
         unreachable!("write_dir_inode is only called on directories");
@@ -719,7 +729,7 @@ fn write_dir_inode(
         let (reference, ty) = match &child.kind {
             Kind::Dir(_) => {
                 subdirs += 1;
-                let r = write_dir_inode(child, dir.ino, data, inodes, dirs, opts)?;
+                let r = write_dir_inode(child, dir.ino, data, inodes, dirs)?;
                 (r, inode_type::DIR)
             }
             Kind::Symlink(target) => {

@@ -26,7 +26,11 @@ fn unsquashfs_extracts_our_image_byte_exact() {
 
     // -lls: every entry listed, owned by root, with its size.
     let listing = run(Command::new("unsquashfs").args(["-lls", "-n"]).arg(&img));
-    for line in ["root/root", "squashfs-root/many/entry-with-a-longish-name-0299", "squashfs-root/bin/deep-link -> ../a/b/c/d/deep.txt"] {
+    for line in [
+        "root/root",
+        "squashfs-root/many/entry-with-a-longish-name-0299",
+        "squashfs-root/bin/deep-link -> ../a/b/c/d/deep.txt",
+    ] {
         assert!(listing.contains(line), "{line:?} missing from:\n{listing}");
     }
     let sizes = listing
@@ -85,7 +89,10 @@ fn deterministic_for_any_thread_count_and_honours_mtime() {
     let one = build(1);
     let two = build(2);
     let three = build(3);
-    assert!(one == two && two == three, "output depends on the thread count");
+    assert!(
+        one == two && two == three,
+        "output depends on the thread count"
+    );
 
     let ar = Archive::open(Cursor::new(one)).expect("open");
     assert_eq!(ar.superblock().mtime, 1_700_000_000);
@@ -111,7 +118,10 @@ fn progress_reports_all_input() {
     };
     let mut out = Cursor::new(Vec::new());
     write_dir(&src, &mut out, &opts).expect("write_dir");
-    assert_eq!(last.load(std::sync::atomic::Ordering::Relaxed), 5 * BLOCK as u64 + 3 + 5);
+    assert_eq!(
+        last.load(std::sync::atomic::Ordering::Relaxed),
+        5 * BLOCK as u64 + 3 + 5
+    );
 }
 
 #[test]
@@ -138,24 +148,42 @@ fn write_entries_bytes_and_paths_inside_a_bundle_window() {
     let bundle = tmp.path().join("bundle");
     let mut f = fs::File::create(&bundle).expect("create");
     f.write_all(b"prefix").expect("write");
-    let summary = write_entries(&entries, &mut f, &WriterOptions::default()).expect("write_entries");
+    let summary =
+        write_entries(&entries, &mut f, &WriterOptions::default()).expect("write_entries");
     assert_eq!(f.stream_position().expect("pos"), 6 + summary.image_size);
     f.write_all(b"SIGNATURE").expect("write");
     drop(f);
 
-    let ar = Archive::open_at(fs::File::open(&bundle).expect("open"), 6, summary.image_size)
-        .expect("open_at");
+    let ar = Archive::open_at(
+        fs::File::open(&bundle).expect("open"),
+        6,
+        summary.image_size,
+    )
+    .expect("open_at");
     assert_eq!(ar.superblock().bytes_used, summary.bytes_used);
     assert_eq!(ar.read_file("manifest.raucm").expect("read_file"), manifest);
-    assert_eq!(ar.read_file("/manifest.raucm").expect("read_file"), manifest);
+    assert_eq!(
+        ar.read_file("/manifest.raucm").expect("read_file"),
+        manifest
+    );
     let mut copied = Vec::new();
-    let n = ar.copy_file("rootfs.ext4", &mut copied, None).expect("copy_file");
+    let n = ar
+        .copy_file("rootfs.ext4", &mut copied, None)
+        .expect("copy_file");
     assert_eq!(n, image.len() as u64);
     assert!(copied == image);
-    let names: Vec<_> = ar.entries().expect("entries").into_iter().map(|e| (e.path, e.kind)).collect();
+    let names: Vec<_> = ar
+        .entries()
+        .expect("entries")
+        .into_iter()
+        .map(|e| (e.path, e.kind))
+        .collect();
     assert_eq!(
         names,
-        [("manifest.raucm".to_string(), EntryKind::File), ("rootfs.ext4".to_string(), EntryKind::File)]
+        [
+            ("manifest.raucm".to_string(), EntryKind::File),
+            ("rootfs.ext4".to_string(), EntryKind::File)
+        ]
     );
 
     // And unsquashfs reads the bare image.
@@ -167,18 +195,33 @@ fn write_entries_bytes_and_paths_inside_a_bundle_window() {
     let out = tmp.path().join("out");
     unsquashfs_extract(&img, &out);
     assert!(fs::read(out.join("rootfs.ext4")).expect("read") == image);
-    assert_eq!(fs::read(out.join("manifest.raucm")).expect("read"), manifest);
+    assert_eq!(
+        fs::read(out.join("manifest.raucm")).expect("read"),
+        manifest
+    );
 }
 
 #[test]
 fn rejects_bad_names_and_special_files() {
     let mut out = Cursor::new(Vec::new());
     let dup = vec![
-        Entry { name: "a".into(), source: Source::Bytes(vec![]), mode: 0o644 },
-        Entry { name: "a".into(), source: Source::Bytes(vec![]), mode: 0o644 },
+        Entry {
+            name: "a".into(),
+            source: Source::Bytes(vec![]),
+            mode: 0o644,
+        },
+        Entry {
+            name: "a".into(),
+            source: Source::Bytes(vec![]),
+            mode: 0o644,
+        },
     ];
     assert!(write_entries(&dup, &mut out, &WriterOptions::default()).is_err());
-    let slash = vec![Entry { name: "a/b".into(), source: Source::Bytes(vec![]), mode: 0o644 }];
+    let slash = vec![Entry {
+        name: "a/b".into(),
+        source: Source::Bytes(vec![]),
+        mode: 0o644,
+    }];
     assert!(write_entries(&slash, &mut out, &WriterOptions::default()).is_err());
 
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -205,7 +248,10 @@ fn kernel_mounts_our_image() {
     match mounted {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            println!("skipping: mount not permitted here: {}", String::from_utf8_lossy(&o.stderr).trim());
+            println!(
+                "skipping: mount not permitted here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
             return;
         }
         Err(e) => {

@@ -22,7 +22,9 @@ pub fn bytes(seed: u64, len: usize, text: bool) -> Vec<u8> {
         x ^= x >> 7;
         x ^= x << 17;
         if text {
-            v.extend_from_slice(format!("line {} of the test file {}\n", x % 1000, seed).as_bytes());
+            v.extend_from_slice(
+                format!("line {} of the test file {}\n", x % 1000, seed).as_bytes(),
+            );
         } else {
             v.extend_from_slice(&x.to_le_bytes());
         }
@@ -42,7 +44,11 @@ pub fn write(path: &Path, data: &[u8], mode: u32) {
 /// directory large enough for several listing headers and inode blocks.
 pub fn make_tree(root: &Path) {
     write(&root.join("empty"), b"", 0o644);
-    write(&root.join("exact-2-blocks"), &bytes(1, 2 * BLOCK, true), 0o644);
+    write(
+        &root.join("exact-2-blocks"),
+        &bytes(1, 2 * BLOCK, true),
+        0o644,
+    );
     let mut sparse = bytes(2, BLOCK, true);
     sparse.extend(std::iter::repeat_n(0u8, 3 * BLOCK));
     sparse.extend(bytes(3, 1000, true));
@@ -107,9 +113,17 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
 pub fn assert_same_tree(expected: &Path, actual: &Path) {
     let a = snapshot(expected);
     let b = snapshot(actual);
-    assert_eq!(a.len(), b.len(), "different entry counts: {:?} vs {:?}", a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "different entry counts: {:?} vs {:?}",
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>()
+    );
     for (path, node) in &a {
-        let other = b.get(path).unwrap_or_else(|| panic!("{} missing", path.display()));
+        let other = b
+            .get(path)
+            .unwrap_or_else(|| panic!("{} missing", path.display()));
         assert!(node == other, "{} differs", path.display());
     }
 }
@@ -120,7 +134,9 @@ pub fn build_ours(src: &Path, img: &Path, opts: &WriterOptions) -> WriteSummary 
 }
 
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run squashfs-tools (apt-get install squashfs-tools)");
+    let out = cmd
+        .output()
+        .expect("run squashfs-tools (apt-get install squashfs-tools)");
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -131,13 +147,22 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 pub fn unsquashfs_extract(img: &Path, dest: &Path) {
-    run(Command::new("unsquashfs").args(["-no-progress", "-d"]).arg(dest).arg(img));
+    run(Command::new("unsquashfs")
+        .args(["-no-progress", "-d"])
+        .arg(dest)
+        .arg(img));
 }
 
 pub fn mksquashfs(src: &Path, img: &Path, extra: &[&str]) {
     run(Command::new("mksquashfs")
         .arg(src)
         .arg(img)
-        .args(["-all-root", "-noappend", "-no-progress", "-no-xattrs", "-quiet"])
+        .args([
+            "-all-root",
+            "-noappend",
+            "-no-progress",
+            "-no-xattrs",
+            "-quiet",
+        ])
         .args(extra));
 }
