@@ -131,7 +131,7 @@ pub fn build(
         let progress = opts.progress.clone();
         progress.set_length(input_bytes);
         let wopts = WriterOptions {
-            compression: opts.compression.clone(),
+            compression: opts.compression,
             mtime: opts.mtime,
             progress: Some(Box::new(move |n| progress.set_position(n))),
             ..WriterOptions::default()
@@ -170,8 +170,9 @@ pub fn build(
                 };
                 let reader = BufReader::with_capacity(1 << 20, &mut *out).take(squashfs_len);
                 let progress = &opts.progress;
-                let tree = verity::compute(reader, squashfs_len, &salt, &|n| progress.set_position(n))
-                    .map_err(BundleError::io("read back", output))?;
+                let tree =
+                    verity::compute(reader, squashfs_len, &salt, &|n| progress.set_position(n))
+                        .map_err(BundleError::io("read back", output))?;
                 manifest.verity = Some(VerityParams {
                     hash: tree.root,
                     salt,
@@ -198,8 +199,11 @@ pub fn build(
             .metadata()
             .map_err(BundleError::io("stat", output))?
             .len();
-        let sha = hash_reader(BufReader::with_capacity(1 << 20, &mut *out), &ProgressBar::hidden())
-            .map_err(BundleError::io("read back", output))?;
+        let sha = hash_reader(
+            BufReader::with_capacity(1 << 20, &mut *out),
+            &ProgressBar::hidden(),
+        )
+        .map_err(BundleError::io("read back", output))?;
         summary = Some(BuildSummary {
             manifest: manifest.clone(),
             size,
@@ -228,10 +232,13 @@ fn collect(input: &BuildInput) -> Result<(Manifest, Vec<(String, PathBuf)>), Bun
             for entry in std::fs::read_dir(dir).map_err(BundleError::io("read directory", dir))? {
                 let entry = entry.map_err(BundleError::io("read directory", dir))?;
                 let path = entry.path();
-                let name = entry.file_name().into_string().map_err(|_| BundleError::Input {
-                    path: path.clone(),
-                    reason: "file name is not UTF-8".into(),
-                })?;
+                let name = entry
+                    .file_name()
+                    .into_string()
+                    .map_err(|_| BundleError::Input {
+                        path: path.clone(),
+                        reason: "file name is not UTF-8".into(),
+                    })?;
                 let meta = std::fs::metadata(&path).map_err(BundleError::io("stat", &path))?;
                 if !meta.is_file() {
                     return Err(BundleError::Input {
@@ -303,8 +310,11 @@ fn hash_images(manifest: &mut Manifest, files: &[(String, PathBuf)]) -> Result<(
                 .metadata()
                 .map_err(BundleError::io("stat image", path))?
                 .len();
-            let digest = hash_reader(BufReader::with_capacity(1 << 20, file), &ProgressBar::hidden())
-                .map_err(BundleError::io("read image", path))?;
+            let digest = hash_reader(
+                BufReader::with_capacity(1 << 20, file),
+                &ProgressBar::hidden(),
+            )
+            .map_err(BundleError::io("read image", path))?;
             Ok((digest, size))
         })
         .collect();

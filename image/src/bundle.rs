@@ -131,9 +131,7 @@ impl Bundle {
                     }
                 };
                 if v.size > payload_len {
-                    return Err(BundleError::Verity {
-                        what: "tree size",
-                    });
+                    return Err(BundleError::Verity { what: "tree size" });
                 }
                 (BundleFormat::Verity, Some(m), payload_len - v.size)
             }
@@ -264,9 +262,12 @@ impl Bundle {
 
     fn check_tree(&self, v: &VerityParams, progress: &ProgressBar) -> Result<(), BundleError> {
         let start = progress.position();
-        let tree = verity::compute(self.window(self.squashfs_len)?, self.squashfs_len, &v.salt, &|n| {
-            progress.set_position(start + n)
-        })
+        let tree = verity::compute(
+            self.window(self.squashfs_len)?,
+            self.squashfs_len,
+            &v.salt,
+            &|n| progress.set_position(start + n),
+        )
         .map_err(BundleError::io("read bundle", &self.path))?;
         if tree.tree.len() as u64 != v.size {
             return Err(BundleError::Verity { what: "tree size" });
@@ -353,7 +354,9 @@ impl Bundle {
 /// The squashfs manifest of a verity bundle must say what the signed one says.
 fn check_same_manifest(signed: &Manifest, inner: &Manifest) -> Result<(), BundleError> {
     if inner.verity.is_some() {
-        return Err(BundleError::ManifestMismatch("verity keys in the squashfs manifest"));
+        return Err(BundleError::ManifestMismatch(
+            "verity keys in the squashfs manifest",
+        ));
     }
     if signed.compatible != inner.compatible {
         return Err(BundleError::ManifestMismatch("compatible"));
@@ -430,11 +433,10 @@ pub(crate) fn write_atomically(
     tmp.as_file()
         .sync_all()
         .map_err(BundleError::io("sync", output))?;
-    tmp.persist(output)
-        .map_err(|e| BundleError::Io {
-            op: "rename into",
-            path: output.to_owned(),
-            source: e.error,
-        })?;
+    tmp.persist(output).map_err(|e| BundleError::Io {
+        op: "rename into",
+        path: output.to_owned(),
+        source: e.error,
+    })?;
     Ok(())
 }

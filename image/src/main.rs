@@ -13,7 +13,11 @@ use spark_image::{
 };
 
 #[derive(Parser)]
-#[command(name = "spark-image", version, about = "Build, sign, inspect and verify RAUC bundles")]
+#[command(
+    name = "spark-image",
+    version,
+    about = "Build, sign, inspect and verify RAUC bundles"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,7 +73,9 @@ struct TrustArgs {
 impl TrustArgs {
     fn keyring(&self) -> anyhow::Result<(Keyring, VerifyOptions)> {
         let Some(path) = &self.keyring else {
-            bail!("no --keyring given: pass the firmware CA certificate (or --no-verify to skip checks)");
+            bail!(
+                "no --keyring given: pass the firmware CA certificate (or --no-verify to skip checks)"
+            );
         };
         Ok((
             Keyring::load(path)?,
@@ -175,9 +181,11 @@ struct ExtractArgs {
 fn progress(prefix: &'static str) -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("the template is a valid indicatif template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>9} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("the template is a valid indicatif template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(prefix);
     bar
@@ -206,7 +214,11 @@ fn print_info(info: &BundleInfo, json: bool) -> anyhow::Result<()> {
     }
     println!("Squashfs Size: \t{}", info.squashfs_size);
     println!();
-    println!("{} Image{}:", info.images.len(), if info.images.len() == 1 { "" } else { "s" });
+    println!(
+        "{} Image{}:",
+        info.images.len(),
+        if info.images.len() == 1 { "" } else { "s" }
+    );
     for image in &info.images {
         match &image.variant {
             Some(v) => println!("  [{}.{}]", image.slot_class, v),
@@ -231,7 +243,11 @@ fn print_info(info: &BundleInfo, json: bool) -> anyhow::Result<()> {
     }
     println!(
         "Verified:    \t{}",
-        if info.verified { "yes (signature, chain, payload, images)" } else { "NO (--no-verify)" }
+        if info.verified {
+            "yes (signature, chain, payload, images)"
+        } else {
+            "NO (--no-verify)"
+        }
     );
     Ok(())
 }
@@ -242,15 +258,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let signer = a.signer.load()?;
             let (input, output) = match (a.paths.as_slice(), &a.rootfs) {
                 ([dir, output], None) => (BuildInput::Dir(dir.clone()), output),
-                ([output], Some(image)) => (BuildInput::Rootfs {
-                    image: image.clone(),
-                    slot_class: a.slot_class.clone(),
-                    compatible: a.compatible.clone().context("--compatible is required with --rootfs")?,
-                    version: a.version.clone().context("--version is required with --rootfs")?,
-                    description: a.description.clone(),
-                    build: a.build.clone(),
-                    format: a.format,
-                }, output),
+                ([output], Some(image)) => (
+                    BuildInput::Rootfs {
+                        image: image.clone(),
+                        slot_class: a.slot_class.clone(),
+                        compatible: a
+                            .compatible
+                            .clone()
+                            .context("--compatible is required with --rootfs")?,
+                        version: a
+                            .version
+                            .clone()
+                            .context("--version is required with --rootfs")?,
+                        description: a.description.clone(),
+                        build: a.build.clone(),
+                        format: a.format,
+                    },
+                    output,
+                ),
                 _ => bail!("give `CONTENT_DIR OUTPUT`, or `--rootfs IMAGE OUTPUT`"),
             };
             let summary = spark_image::build(
@@ -258,7 +283,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 output,
                 &BuildOptions {
                     signer: &signer,
-                    compression: Compression::Gzip { level: a.gzip_level },
+                    compression: Compression::Gzip {
+                        level: a.gzip_level,
+                    },
                     mtime: spark_image::source_date_epoch()?,
                     progress: progress("bundling"),
                 },
@@ -313,7 +340,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let signer = a.signer.load()?;
             bundle.resign(&signer, &a.output)?;
-            println!("Re-signed {} as {} by {}", a.input.display(), a.output.display(), signer.subject());
+            println!(
+                "Re-signed {} as {} by {}",
+                a.input.display(),
+                a.output.display(),
+                signer.subject()
+            );
         }
         Command::Extract(a) => {
             let bundle = Bundle::open(&a.bundle)?;
@@ -321,7 +353,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 verify(&bundle, &a.trust)?;
             }
             bundle.extract(&a.output)?;
-            println!("Extracted {} into {}", a.bundle.display(), a.output.display());
+            println!(
+                "Extracted {} into {}",
+                a.bundle.display(),
+                a.output.display()
+            );
         }
     }
     Ok(())

@@ -177,7 +177,9 @@ impl Manifest {
                         }
                     }
                     m.verity = match (hash, salt, size) {
-                        (Some(hash), Some(salt), Some(size)) => Some(VerityParams { hash, salt, size }),
+                        (Some(hash), Some(salt), Some(size)) => {
+                            Some(VerityParams { hash, salt, size })
+                        }
                         (None, None, None) => None,
                         _ => {
                             return Err(ManifestError::IncompleteVerity);
@@ -487,13 +489,25 @@ mod tests {
     #[test]
     fn rejects_what_rauc_1_8_rejects() {
         let cases = [
-            ("[update]\ncompatible=x\nmin-rauc-version=1.9\n", "min-rauc-version"),
+            (
+                "[update]\ncompatible=x\nmin-rauc-version=1.9\n",
+                "min-rauc-version",
+            ),
             ("[update]\ncompatible=x\n[bogus]\na=b\n", "bogus"),
             ("[update]\nversion=1\n", "compatible"),
-            ("[update]\ncompatible=x\n[image.rootfs]\nsize=1\n", "filename"),
-            ("[update]\ncompatible=x\n[image.rootfs]\nfilename=../etc/passwd\n", "passwd"),
+            (
+                "[update]\ncompatible=x\n[image.rootfs]\nsize=1\n",
+                "filename",
+            ),
+            (
+                "[update]\ncompatible=x\n[image.rootfs]\nfilename=../etc/passwd\n",
+                "passwd",
+            ),
             ("[update]\ncompatible=x\n[bundle]\nformat=zip\n", "zip"),
-            ("[update]\ncompatible=x\n[bundle]\nverity-size=1\n", "verity"),
+            (
+                "[update]\ncompatible=x\n[bundle]\nverity-size=1\n",
+                "verity",
+            ),
             ("compatible=x\n", "before the first"),
         ];
         for (text, needle) in cases {

@@ -123,7 +123,10 @@ impl Keyring {
             });
         }
         Ok(Self {
-            certs: certs.iter().map(|c| c.to_der().expect("parsed certificates re-encode")).collect(),
+            certs: certs
+                .iter()
+                .map(|c| c.to_der().expect("parsed certificates re-encode"))
+                .collect(),
         })
     }
 }
@@ -135,7 +138,9 @@ fn load_certs(path: &Path) -> Result<Vec<Certificate>, SignatureError> {
     };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     if bytes.first() == Some(&0x30) {
-        return Ok(vec![Certificate::from_der(&bytes).map_err(|e| err(e.to_string()))?]);
+        return Ok(vec![
+            Certificate::from_der(&bytes).map_err(|e| err(e.to_string()))?,
+        ]);
     }
     Certificate::load_pem_chain(&bytes).map_err(|e| err(format!("not a PEM certificate: {e}")))
 }
@@ -213,8 +218,14 @@ impl Signer {
             .or_else(|_| der::asn1::GeneralizedTime::from_system_time(now).map(Time::GeneralTime))
             .map_err(enc)?;
         let attrs = SetOfVec::try_from(vec![
-            attribute(rfc5911::ID_CONTENT_TYPE, Any::encode_from(&rfc5911::ID_DATA).map_err(enc)?)?,
-            attribute(rfc5911::ID_SIGNING_TIME, Any::encode_from(&signing_time).map_err(enc)?)?,
+            attribute(
+                rfc5911::ID_CONTENT_TYPE,
+                Any::encode_from(&rfc5911::ID_DATA).map_err(enc)?,
+            )?,
+            attribute(
+                rfc5911::ID_SIGNING_TIME,
+                Any::encode_from(&signing_time).map_err(enc)?,
+            )?,
             attribute(
                 rfc5911::ID_MESSAGE_DIGEST,
                 Any::encode_from(&OctetString::new(digest.to_vec()).map_err(enc)?).map_err(enc)?,
@@ -235,7 +246,10 @@ impl Signer {
                 let mut sig = vec![0u8; k.public().modulus_len()];
                 k.sign(&rsig::RSA_PKCS1_SHA256, &self.rng, &to_sign, &mut sig)
                     .map_err(|_| SignatureError::Sign("RSA signing failed".into()))?;
-                (sig, alg(rfc5912::RSA_ENCRYPTION, Some(der::asn1::Null.into())))
+                (
+                    sig,
+                    alg(rfc5912::RSA_ENCRYPTION, Some(der::asn1::Null.into())),
+                )
             }
         };
         let signer = &self.chain[0].tbs_certificate;
@@ -313,7 +327,9 @@ fn load_key(path: &Path, cert: &Certificate) -> Result<SigningKey, SignatureErro
             } else if let Ok(k) = rsig::RsaKeyPair::from_pkcs8(&der) {
                 SigningKey::Rsa(k)
             } else {
-                return Err(err("PKCS#8 key is neither ECDSA P-256 nor RSA (2048+ bits)"));
+                return Err(err(
+                    "PKCS#8 key is neither ECDSA P-256 nor RSA (2048+ bits)",
+                ));
             }
         }
         "EC PRIVATE KEY" => {
@@ -334,7 +350,9 @@ fn load_key(path: &Path, cert: &Certificate) -> Result<SigningKey, SignatureErro
             rsig::RsaKeyPair::from_der(&der).map_err(|_| err("malformed PKCS#1 RSA key"))?,
         ),
         "ENCRYPTED PRIVATE KEY" => {
-            return Err(err("encrypted keys are not supported: decrypt it first or use an HSM"));
+            return Err(err(
+                "encrypted keys are not supported: decrypt it first or use an HSM",
+            ));
         }
         _ => return Err(err("unknown PEM label: expected a private key")),
     };
@@ -395,7 +413,11 @@ impl Cms {
                 _ => None,
             })
             .collect();
-        let info = signed.signer_infos.0.get(0).expect("exactly one signer checked above");
+        let info = signed
+            .signer_infos
+            .0
+            .get(0)
+            .expect("exactly one signer checked above");
         let signer_index = certs
             .iter()
             .position(|c| match &info.sid {
@@ -403,8 +425,9 @@ impl Cms {
                     c.tbs_certificate.issuer == ias.issuer
                         && c.tbs_certificate.serial_number == ias.serial_number
                 }
-                SignerIdentifier::SubjectKeyIdentifier(ski) => subject_key_id(c)
-                    .is_some_and(|id| id == ski.0.as_bytes()),
+                SignerIdentifier::SubjectKeyIdentifier(ski) => {
+                    subject_key_id(c).is_some_and(|id| id == ski.0.as_bytes())
+                }
             })
             .ok_or(SignatureError::SignerCertMissing)?;
         Ok(Self {
@@ -415,7 +438,11 @@ impl Cms {
     }
 
     fn signer_info(&self) -> &SignerInfo {
-        self.signed.signer_infos.0.get(0).expect("parse checked one signer")
+        self.signed
+            .signer_infos
+            .0
+            .get(0)
+            .expect("parse checked one signer")
     }
 
     /// The encapsulated content (the signed manifest of a verity bundle).
@@ -488,7 +515,9 @@ impl Cms {
             (None, None) => return Err(SignatureError::ContentMissing("verity")),
         };
         let attrs = si.signed_attrs.as_ref().ok_or_else(|| {
-            SignatureError::Malformed("signer has no signed attributes (rauc always adds them)".into())
+            SignatureError::Malformed(
+                "signer has no signed attributes (rauc always adds them)".into(),
+            )
         })?;
         let content_type: ObjectIdentifier = self
             .signed_attr(rfc5911::ID_CONTENT_TYPE)
@@ -515,10 +544,11 @@ impl Cms {
             .map_err(|e| SignatureError::Malformed(e.to_string()))?;
         let subject = signer_cert.tbs_certificate.subject.to_string();
         let signer_der = rustls_pki_types::CertificateDer::from(signer_der.as_slice());
-        let ee = webpki::EndEntityCert::try_from(&signer_der)
-        .map_err(|e| SignatureError::Untrusted {
-            subject: subject.clone(),
-            reason: format!("signer certificate rejected: {e:?}"),
+        let ee = webpki::EndEntityCert::try_from(&signer_der).map_err(|e| {
+            SignatureError::Untrusted {
+                subject: subject.clone(),
+                reason: format!("signer certificate rejected: {e:?}"),
+            }
         })?;
         let spki = &signer_cert.tbs_certificate.subject_public_key_info;
         let verify_alg = if spki.algorithm.oid == rfc5912::RSA_ENCRYPTION {
@@ -595,7 +625,8 @@ impl Cms {
             .collect();
         let now = opts.time.unwrap_or_else(SystemTime::now);
         let unix = rustls_pki_types::UnixTime::since_unix_epoch(
-            now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(),
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
         );
         let algs = [
             webpki::ring::ECDSA_P256_SHA256,
@@ -653,11 +684,16 @@ fn subject_key_id(c: &Certificate) -> Option<Vec<u8>> {
         .as_ref()?
         .iter()
         .find(|e| e.extn_id == rfc5912::ID_CE_SUBJECT_KEY_IDENTIFIER)?;
-    let ski = x509_cert::ext::pkix::SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes()).ok()?;
+    let ski =
+        x509_cert::ext::pkix::SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes()).ok()?;
     Some(ski.0.as_bytes().to_vec())
 }
 
-fn check_purpose(cert: &Certificate, subject: &str, purpose: Purpose) -> Result<(), SignatureError> {
+fn check_purpose(
+    cert: &Certificate,
+    subject: &str,
+    purpose: Purpose,
+) -> Result<(), SignatureError> {
     let wrong = |reason: &str| SignatureError::WrongPurpose {
         subject: subject.to_string(),
         purpose: purpose.as_str(),
@@ -693,11 +729,16 @@ fn check_purpose(cert: &Certificate, subject: &str, purpose: Purpose) -> Result<
                 && !ku.0.contains(KeyUsages::DigitalSignature)
                 && !ku.0.contains(KeyUsages::NonRepudiation)
             {
-                return Err(wrong("its key usage allows neither digitalSignature nor nonRepudiation"));
+                return Err(wrong(
+                    "its key usage allows neither digitalSignature nor nonRepudiation",
+                ));
             }
         }
         Purpose::CodeSign => {
-            if !eku.as_ref().is_some_and(|e| e.contains(&OID_EKU_CODE_SIGNING)) {
+            if !eku
+                .as_ref()
+                .is_some_and(|e| e.contains(&OID_EKU_CODE_SIGNING))
+            {
                 return Err(wrong("its extended key usage lacks codeSigning"));
             }
             if let Some(ku) = ku

@@ -119,7 +119,10 @@ mod tests {
         assert_eq!(t.tree.len() as u64, tree_size(data.len() as u64));
         let (top, leaves) = t.tree.split_at(4096);
         // The last leaf digest covers data block 128.
-        assert_eq!(&leaves[4096..4096 + 32], &salted(&salt, &data[128 * 4096..]));
+        assert_eq!(
+            &leaves[4096..4096 + 32],
+            &salted(&salt, &data[128 * 4096..])
+        );
         assert!(leaves[4096 + 32..].iter().all(|&b| b == 0));
         assert_eq!(&top[..32], &salted(&salt, &leaves[..4096]));
         assert_eq!(t.root, salted(&salt, top));

@@ -52,13 +52,19 @@ fn flipped_payload_byte() {
     let plain = c.bundle("plain.raucb", BundleFormat::Plain);
     flip(&plain, 200_000);
     let e = verify(&c.pki, &plain).unwrap_err();
-    assert!(matches!(e, BundleError::Signature(SignatureError::DigestMismatch)), "{e}");
+    assert!(
+        matches!(e, BundleError::Signature(SignatureError::DigestMismatch)),
+        "{e}"
+    );
     c.rauc_rejects(&plain);
 
     let verity = c.bundle("verity.raucb", BundleFormat::Verity);
     flip(&verity, 200_000);
     let e = verify(&c.pki, &verity).unwrap_err();
-    assert!(matches!(e, BundleError::Verity { what: "root hash" }), "{e}");
+    assert!(
+        matches!(e, BundleError::Verity { what: "root hash" }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -101,7 +107,9 @@ fn truncated_file() {
     let b = c.bundle("t.raucb", BundleFormat::Plain);
     let bytes = std::fs::read(&b).unwrap();
     std::fs::write(&b, &bytes[..bytes.len() - 100]).unwrap();
-    let e = spark_image::Bundle::open(&b).err().expect("truncated bundle rejected");
+    let e = spark_image::Bundle::open(&b)
+        .err()
+        .expect("truncated bundle rejected");
     assert!(
         matches!(
             e,
@@ -127,7 +135,9 @@ fn lying_signature_length() {
     for lie in [u64::MAX, n as u64, 70_000, signature_len(&b) as u64 - 1] {
         bytes[n - 8..].copy_from_slice(&lie.to_be_bytes());
         std::fs::write(&b, &bytes).unwrap();
-        let e = spark_image::Bundle::open(&b).err().expect("lying length rejected");
+        let e = spark_image::Bundle::open(&b)
+            .err()
+            .expect("lying length rejected");
         assert!(
             matches!(
                 e,
@@ -147,7 +157,10 @@ fn wrong_keyring() {
     let b = c.bundle("w.raucb", BundleFormat::Verity);
     let other = Pki::ecdsa();
     let e = verify(&other, &b).unwrap_err();
-    assert!(matches!(e, BundleError::Signature(SignatureError::Untrusted { .. })), "{e}");
+    assert!(
+        matches!(e, BundleError::Signature(SignatureError::Untrusted { .. })),
+        "{e}"
+    );
     let conf = rauc_conf(c.work.path(), &other.pki.keyring(), None);
     rauc_info(&conf, &other.pki.keyring(), &b).expect_err("rauc rejects a foreign signer");
 }
@@ -171,8 +184,14 @@ fn expired_signer() {
     reissue_signer(&c, profile);
     let b = c.bundle("e.raucb", BundleFormat::Plain);
     let e = verify(&c.pki, &b).unwrap_err();
-    assert!(matches!(e, BundleError::Signature(SignatureError::Expired { .. })), "{e}");
-    assert!(e.to_string().contains("resign"), "the message says what to do: {e}");
+    assert!(
+        matches!(e, BundleError::Signature(SignatureError::Expired { .. })),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("resign"),
+        "the message says what to do: {e}"
+    );
     c.rauc_rejects(&b);
 }
 
@@ -188,7 +207,10 @@ fn signer_without_the_right_key_usage() {
         let b = c.bundle(&format!("{name}.raucb"), BundleFormat::Plain);
         let e = verify(&c.pki, &b).unwrap_err();
         assert!(
-            matches!(e, BundleError::Signature(SignatureError::WrongPurpose { .. })),
+            matches!(
+                e,
+                BundleError::Signature(SignatureError::WrongPurpose { .. })
+            ),
             "{name}: {e}"
         );
         c.rauc_rejects(&b);
@@ -197,9 +219,9 @@ fn signer_without_the_right_key_usage() {
 
 fn manifest_for(image: &Path, extra: &str, sha: Option<&str>) -> String {
     let bytes = std::fs::read(image).unwrap();
-    let digest = sha.map(String::from).unwrap_or_else(|| {
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
-    });
+    let digest = sha
+        .map(String::from)
+        .unwrap_or_else(|| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
     format!(
         "[update]\ncompatible={COMPATIBLE}\nversion=1\n{extra}\n[bundle]\nformat=plain\n\n\
          [image.rootfs]\nfilename=rootfs.ext4\nsha256={digest}\nsize={}\n",
@@ -215,7 +237,10 @@ fn manifest_with_unknown_key() {
     forge_plain(&c.pki, &m, &[("rootfs.ext4", &c.image)], 0, &b);
     let e = verify(&c.pki, &b).unwrap_err();
     assert!(
-        matches!(e, BundleError::Manifest(spark_image::ManifestError::UnknownKey { .. })),
+        matches!(
+            e,
+            BundleError::Manifest(spark_image::ManifestError::UnknownKey { .. })
+        ),
         "{e}"
     );
     let err = c.rauc_rejects(&b);
@@ -238,7 +263,9 @@ fn image_checksum_mismatch() {
         c.pki.pki.keyring(),
     ))
     .unwrap();
-    testbed.install(&b).expect("rauc 1.8 does not check image checksums on install");
+    testbed
+        .install(&b)
+        .expect("rauc 1.8 does not check image checksums on install");
 }
 
 #[test]
@@ -247,7 +274,9 @@ fn squashfs_not_4k_aligned() {
     let b = c.work.path().join("a.raucb");
     let m = manifest_for(&c.image, "", None);
     forge_plain(&c.pki, &m, &[("rootfs.ext4", &c.image)], 100, &b);
-    let e = spark_image::Bundle::open(&b).err().expect("unaligned payload rejected");
+    let e = spark_image::Bundle::open(&b)
+        .err()
+        .expect("unaligned payload rejected");
     assert!(matches!(e, BundleError::NotAligned(_)), "{e}");
     let testbed = spark_testbed::Testbed::start(spark_testbed::TestbedOptions::new(
         COMPATIBLE,
@@ -257,7 +286,9 @@ fn squashfs_not_4k_aligned() {
     // rauc 1.8 only needs alignment for verity and installs an unaligned plain bundle; Spark
     // refuses it for every format (mksquashfs and spark-image always pad, so only a hand-made or
     // damaged bundle lacks it).
-    testbed.install(&b).expect("rauc 1.8 accepts an unaligned plain payload");
+    testbed
+        .install(&b)
+        .expect("rauc 1.8 accepts an unaligned plain payload");
 }
 
 #[test]
@@ -268,6 +299,9 @@ fn garbage_file() {
     junk.extend_from_slice(&500u64.to_be_bytes());
     std::fs::write(&b, junk).unwrap();
     let e = spark_image::Bundle::open(&b).err().unwrap();
-    assert!(matches!(e, BundleError::Signature(SignatureError::Malformed(_))), "{e}");
+    assert!(
+        matches!(e, BundleError::Signature(SignatureError::Malformed(_))),
+        "{e}"
+    );
     c.rauc_rejects(&b);
 }

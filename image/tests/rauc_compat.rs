@@ -59,11 +59,19 @@ fn plain_bundle_installs_through_rauc_service_byte_exact() {
 
     let expected = std::fs::read(&image).unwrap();
     let slot = std::fs::read(testbed.slot_path(Slot::B)).unwrap();
-    assert_eq!(&slot[..expected.len()], &expected[..], "slot B holds the image byte for byte");
+    assert_eq!(
+        &slot[..expected.len()],
+        &expected[..],
+        "slot B holds the image byte for byte"
+    );
     let status = testbed.status().unwrap();
     let b = status.slot(Slot::B).unwrap();
     assert_eq!(b.bundle_version.as_deref(), Some("2.0.0"));
-    assert_eq!(testbed.bootloader().boot_order().unwrap()[0], Slot::B, "B is primary after install");
+    assert_eq!(
+        testbed.bootloader().boot_order().unwrap()[0],
+        Slot::B,
+        "B is primary after install"
+    );
 }
 
 fn rauc_bundle(pki: &Pki, content: &Path, out: &Path) {
@@ -75,7 +83,11 @@ fn rauc_bundle(pki: &Pki, content: &Path, out: &Path) {
         cmd.arg(format!("--intermediate={}", i.display()));
     }
     let o = cmd.arg(content).arg(out).output().unwrap();
-    assert!(o.status.success(), "rauc bundle: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "rauc bundle: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -133,7 +145,10 @@ fn rauc_built_bundles_verify_and_show_the_same_fields() {
             assert!(text.contains(&v.hash), "{text}");
             assert!(text.contains(&v.salt), "{text}");
         }
-        assert_eq!(Bundle::open(&bundle).unwrap().inspect().unwrap().compatible, COMPATIBLE);
+        assert_eq!(
+            Bundle::open(&bundle).unwrap().inspect().unwrap().compatible,
+            COMPATIBLE
+        );
     }
 }
 
@@ -154,7 +169,10 @@ fn resign_keeps_payload_and_moves_trust_to_the_new_signer() {
         let payload = ba.len() - 8 - bundle.signature().len();
         assert_eq!(&ba[..payload], &bb[..payload], "payload kept byte for byte");
         assert!(verify(&new, &b).unwrap().verified);
-        assert!(verify(&old, &b).is_err(), "the old keyring no longer trusts it");
+        assert!(
+            verify(&old, &b).is_err(),
+            "the old keyring no longer trusts it"
+        );
         let conf = rauc_conf(work.path(), &new.pki.keyring(), None);
         rauc_info(&conf, &new.pki.keyring(), &b).unwrap();
     }
@@ -170,10 +188,16 @@ fn extract_gives_back_the_files() {
     build(&pki, BundleFormat::Verity, &image, "1.0.0", &bundle);
     let out = work.path().join("out");
     Bundle::open(&bundle).unwrap().extract(&out).unwrap();
-    assert_eq!(std::fs::read(out.join("rootfs.ext4")).unwrap(), std::fs::read(&image).unwrap());
+    assert_eq!(
+        std::fs::read(out.join("rootfs.ext4")).unwrap(),
+        std::fs::read(&image).unwrap()
+    );
     let manifest = std::fs::read_to_string(out.join("manifest.raucm")).unwrap();
     assert!(manifest.contains("compatible=spark-test"));
-    assert!(!manifest.contains("verity-hash"), "squashfs manifest carries no verity keys");
+    assert!(
+        !manifest.contains("verity-hash"),
+        "squashfs manifest carries no verity keys"
+    );
 }
 
 #[test]

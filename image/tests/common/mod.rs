@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 
 use indicatif::ProgressBar;
 use spark_image::{
-    BuildInput, BuildOptions, BuildSummary, Bundle, BundleError, BundleFormat, Compression, Keyring,
-    Signer, VerifyOptions,
+    BuildInput, BuildOptions, BuildSummary, Bundle, BundleError, BundleFormat, Compression,
+    Keyring, Signer, VerifyOptions,
 };
 use spark_keys::{DevPki, DevPkiOptions, KeyAlgorithm};
 use tempfile::TempDir;
@@ -106,12 +106,19 @@ pub fn build(
 
 /// Verifies with our library against `pki`'s keyring.
 pub fn verify(pki: &Pki, bundle: &Path) -> Result<spark_image::BundleInfo, BundleError> {
-    Bundle::open(bundle)?.verify(&pki.keyring(), &VerifyOptions::default(), &ProgressBar::hidden())
+    Bundle::open(bundle)?.verify(
+        &pki.keyring(),
+        &VerifyOptions::default(),
+        &ProgressBar::hidden(),
+    )
 }
 
 /// A minimal rauc `system.conf` for `rauc info` (no service needed).
 pub fn rauc_conf(dir: &Path, keyring: &Path, check_purpose: Option<&str>) -> PathBuf {
-    let conf = dir.join(format!("system-{}.conf", check_purpose.unwrap_or("default")));
+    let conf = dir.join(format!(
+        "system-{}.conf",
+        check_purpose.unwrap_or("default")
+    ));
     let mut f = std::fs::File::create(&conf).unwrap();
     writeln!(
         f,
