@@ -151,6 +151,44 @@ impl Bundle {
         })
     }
 
+    /// Receives a bundle from a stream (an HTTP upload, say) into a temporary file in
+    /// `spool_dir`, hashing it on the way, and opens it. Nothing is trusted until
+    /// [`Bundle::verify`] succeeds; drop the result to discard the upload, or
+    /// [`SpooledBundle::persist`] it once verified.
+    pub fn from_stream(
+        mut reader: impl Read,
+        spool_dir: &Path,
+    ) -> Result<SpooledBundle, BundleError> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".spark-upload-")
+            .tempfile_in(spool_dir)
+            .map_err(BundleError::io("create spool file in", spool_dir))?;
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BundleError::io("receive bundle into", tmp.path())(e)),
+            };
+            hash.update(&buf[..n]);
+            size += n as u64;
+            tmp.write_all(&buf[..n])
+                .map_err(BundleError::io("write spool file", tmp.path()))?;
+        }
+        tmp.flush()
+            .map_err(BundleError::io("write spool file", tmp.path()))?;
+        let bundle = Bundle::open(tmp.path())?;
+        Ok(SpooledBundle {
+            bundle,
+            file: tmp,
+            sha256: hash.finalize().into(),
+            size,
+        })
+    }
+
     /// The bundle format.
     pub fn format(&self) -> BundleFormat {
         self.format
@@ -273,9 +311,10 @@ impl Bundle {
             return Err(BundleError::Verity { what: "tree size" });
         }
         let mut stored = vec![0u8; tree.tree.len()];
-        let mut r = self.window(self.payload_len)?;
-        std::io::copy(&mut (&mut r).take(self.squashfs_len), &mut std::io::sink())
-            .and_then(|_| r.read_exact(&mut stored))
+        let mut file =
+            File::open(&self.path).map_err(BundleError::io("open bundle", &self.path))?;
+        file.seek(SeekFrom::Start(self.squashfs_len))
+            .and_then(|_| file.read_exact(&mut stored))
             .map_err(BundleError::io("read hash tree", &self.path))?;
         // Check the root first: it is what the signature vouches for.
         if tree.root != v.hash {
@@ -347,6 +386,41 @@ impl Bundle {
     /// Extracts the squashfs contents into `dest` (which must not exist or be empty).
     pub fn extract(&self, dest: &Path) -> Result<(), BundleError> {
         self.archive()?.extract_all(dest)?;
+        Ok(())
+    }
+}
+
+/// A bundle received from a stream, held in a temporary file until persisted.
+pub struct SpooledBundle {
+    bundle: Bundle,
+    file: tempfile::NamedTempFile,
+    sha256: [u8; 32],
+    size: u64,
+}
+
+impl SpooledBundle {
+    /// The opened bundle (verify it before use).
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// SHA-256 of the whole file as received (what release manifests pin).
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// Size in bytes as received.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Moves the received file to `path` (same filesystem as the spool directory).
+    pub fn persist(self, path: &Path) -> Result<(), BundleError> {
+        self.file.persist(path).map_err(|e| BundleError::Io {
+            op: "store bundle as",
+            path: path.to_owned(),
+            source: e.error,
+        })?;
         Ok(())
     }
 }

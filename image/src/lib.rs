@@ -15,7 +15,7 @@ pub mod signature;
 pub mod verity;
 
 pub use build::{BuildInput, BuildOptions, BuildSummary, build, source_date_epoch};
-pub use bundle::{Bundle, BundleInfo};
+pub use bundle::{Bundle, BundleInfo, SpooledBundle};
 pub use error::{BundleError, ManifestError, SignatureError};
 pub use manifest::{BundleFormat, Manifest};
 pub use signature::{Keyring, Purpose, Signer, VerifyOptions};
