@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::error::{Result, SquashfsError};
-use crate::format::{COMP_GZIP, compression_name};
+use crate::format::{COMP_GZIP, COMP_XZ, COMP_ZSTD, compression_name};
 
 /// How data and metadata blocks are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,11 +91,100 @@ fn deflate(level: u32, input: &[u8]) -> Result<Option<Vec<u8>>> {
 
 /// Decompresses one block whose uncompressed size is at most `max_out`.
 ///
-/// Returns a reason string on failure; callers wrap it into the error for their context.
+/// Reads gzip (zlib-rs), and, for images made by `mksquashfs -comp xz|zstd`, xz (lzma-rs) and
+/// zstd (ruzstd). Returns a reason string on failure; callers wrap it into the error for their
+/// context.
 pub(crate) fn decompress(id: u16, input: &[u8], max_out: usize) -> Result<Vec<u8>, String> {
-    if id != COMP_GZIP {
-        return Err(format!("{} is not supported", compression_name(id)));
+    match id {
+        COMP_GZIP => inflate(input, max_out),
+        COMP_XZ => {
+            let mut out = Capped::new(max_out);
+            lzma_rs::xz_decompress(&mut &input[..], &mut out)
+                .map_err(|e| format!("xz stream is invalid: {e}"))?;
+            Ok(out.buf)
+        }
+        COMP_ZSTD => {
+            // ruzstd sizes its window from the frame header; refuse windows no squashfs block
+            // needs before it allocates anything.
+            zstd_window_ok(input, ZSTD_MAX_WINDOW)?;
+            let mut source = input;
+            let mut decoder = ruzstd::decoding::StreamingDecoder::new(&mut source)
+                .map_err(|e| format!("zstd frame is invalid: {e}"))?;
+            let mut out = Capped::new(max_out);
+            std::io::copy(&mut decoder, &mut out)
+                .map_err(|e| format!("zstd frame is invalid: {e}"))?;
+            Ok(out.buf)
+        }
+        other => Err(format!("{} is not supported", compression_name(other))),
     }
+}
+
+/// Largest zstd window accepted (squashfs blocks are at most 1 MiB).
+const ZSTD_MAX_WINDOW: u64 = 8 << 20;
+
+/// Checks the window size announced by a zstd frame header (RFC 8878, section 3.1.1.1).
+fn zstd_window_ok(input: &[u8], max: u64) -> Result<(), String> {
+    let short = || "zstd frame header is truncated".to_string();
+    if input.get(0..4) != Some(&[0x28, 0xb5, 0x2f, 0xfd][..]) {
+        return Err("zstd frame magic is missing".into());
+    }
+    let descriptor = *input.get(4).ok_or_else(short)?;
+    let single_segment = descriptor & 0x20 != 0;
+    let window = if single_segment {
+        let dict_id_len = [0usize, 1, 2, 4][usize::from(descriptor & 3)];
+        let fcs_len = [1usize, 2, 4, 8][usize::from(descriptor >> 6)];
+        let at = 5 + dict_id_len;
+        let field = input.get(at..at + fcs_len).ok_or_else(short)?;
+        let mut le = [0u8; 8];
+        le[..fcs_len].copy_from_slice(field);
+        let size = u64::from_le_bytes(le);
+        if fcs_len == 2 { size + 256 } else { size }
+    } else {
+        let wd = *input.get(5).ok_or_else(short)?;
+        let base = 1u64 << (10 + u32::from(wd >> 3));
+        base + (base / 8) * u64::from(wd & 7)
+    };
+    if window > max {
+        return Err(format!(
+            "zstd window of {window} bytes is larger than any squashfs block"
+        ));
+    }
+    Ok(())
+}
+
+/// A `Write` into memory that refuses to grow past `max` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl Capped {
+    fn new(max: usize) -> Self {
+        Capped {
+            buf: Vec::new(),
+            max,
+        }
+    }
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.max {
+            return Err(std::io::Error::other(format!(
+                "block inflates to more than {} bytes",
+                self.max
+            )));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn inflate(input: &[u8], max_out: usize) -> Result<Vec<u8>, String> {
     INFLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
         let inflater = slot.get_or_insert_with(|| Decompress::new(true));

@@ -44,6 +44,8 @@ pub const FRAGMENT_ENTRY_SIZE: usize = 16;
 
 /// Compression ids of the superblock.
 pub const COMP_GZIP: u16 = 1;
+pub const COMP_XZ: u16 = 4;
+pub const COMP_ZSTD: u16 = 6;
 
 /// Superblock flags.
 pub mod flags {

@@ -38,9 +38,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::compress::decompress;
 use crate::error::{Result, SquashfsError};
 use crate::format::{
-    COMP_GZIP, DATA_UNCOMPRESSED, DIR_HEADER_MAX_ENTRIES, FRAGMENT_ENTRY_SIZE, MAX_NAME_LEN,
-    METADATA_SIZE, METADATA_UNCOMPRESSED, NO_FRAGMENT, NO_TABLE, SUPERBLOCK_SIZE, Superblock,
-    compression_name, inode_type,
+    COMP_GZIP, COMP_XZ, COMP_ZSTD, DATA_UNCOMPRESSED, DIR_HEADER_MAX_ENTRIES, FRAGMENT_ENTRY_SIZE,
+    MAX_NAME_LEN, METADATA_SIZE, METADATA_UNCOMPRESSED, NO_FRAGMENT, NO_TABLE, SUPERBLOCK_SIZE,
+    Superblock, compression_name, inode_type,
 };
 use crate::pipeline::{Ordered, default_window};
 
@@ -257,7 +257,7 @@ impl<R: Read + Seek> Archive<R> {
         }
         window.read_exact_at(0, &mut head)?;
         let sb = Superblock::parse(&head, len)?;
-        if sb.compression_id != COMP_GZIP {
+        if ![COMP_GZIP, COMP_XZ, COMP_ZSTD].contains(&sb.compression_id) {
             return Err(SquashfsError::UnsupportedCompression {
                 id: sb.compression_id,
                 name: compression_name(sb.compression_id),

@@ -59,6 +59,9 @@ fn reads_mksquashfs_images_byte_exact() {
         ("uncompressed", &["-noI", "-noD", "-noF"]),
         ("small-blocks", &["-b", "4096"]),
         ("no-fragments", &["-no-fragments", "-no-exports"]),
+        ("xz", &["-comp", "xz"]),
+        ("zstd", &["-comp", "zstd"]),
+        ("xz-small-blocks", &["-comp", "xz", "-b", "4096"]),
     ];
     for (name, args) in variants {
         let img = tmp.path().join(format!("{name}.sqfs"));
@@ -92,10 +95,8 @@ fn reports_missing_paths_and_wrong_kinds() {
     assert!(Archive::open(Cursor::new(Vec::new())).is_err());
 }
 
-/// A small image with a bit of everything (fragments, several blocks, sparse, symlink, dirs).
-fn small_image() -> Vec<u8> {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path();
+/// A small tree with a bit of everything (fragments, several blocks, sparse, symlink, dirs).
+fn small_tree(src: &Path) {
     write(
         &src.join("manifest.raucm"),
         b"[update]\ncompatible=spark\nversion=1\n",
@@ -107,6 +108,12 @@ fn small_image() -> Vec<u8> {
     write(&src.join("d/blocks"), &blocks, 0o755);
     write(&src.join("d/small"), b"tiny", 0o600);
     std::os::unix::fs::symlink("blocks", src.join("d/link")).expect("symlink");
+}
+
+fn small_image() -> Vec<u8> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path();
+    small_tree(src);
     let opts = WriterOptions {
         block_size: 4096,
         mtime: Some(0),
@@ -133,7 +140,22 @@ fn exercise(image: Vec<u8>) {
 
 #[test]
 fn damaged_images_give_errors_not_panics() {
-    let image = small_image();
+    damage(small_image());
+}
+
+#[test]
+fn damaged_xz_and_zstd_images_give_errors_not_panics() {
+    for comp in ["xz", "zstd"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        small_tree(&src);
+        let img = tmp.path().join("img");
+        mksquashfs(&src, &img, &["-comp", comp, "-b", "4096"]);
+        damage(fs::read(&img).expect("read"));
+    }
+}
+
+fn damage(image: Vec<u8>) {
     let used = {
         let ar = Archive::open(Cursor::new(image.clone())).expect("open");
         assert_eq!(ar.read_file("d/small").expect("read"), b"tiny");
@@ -163,7 +185,7 @@ fn hostile_superblock_values_are_refused() {
     };
     assert!(patch(0, b"sqsh").is_err(), "magic");
     assert!(patch(12, &3u32.to_le_bytes()).is_err(), "block size");
-    assert!(patch(20, &4u16.to_le_bytes()).is_err(), "xz");
+    assert!(patch(20, &3u16.to_le_bytes()).is_err(), "lzo");
     assert!(patch(28, &3u16.to_le_bytes()).is_err(), "version");
     assert!(patch(40, &u64::MAX.to_le_bytes()).is_err(), "bytes_used");
     // A huge fragment count only fails when a fragment is used, without allocating for it.
