@@ -63,6 +63,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * (1.0 - ours.as_secs_f64() / theirs.as_secs_f64()),
         ours_cpu / theirs_cpu
     );
+    // Children are separate processes: this is the writer's own peak memory.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM"))
+    {
+        println!(
+            "peak RSS of the benchmark process (our writer): {}",
+            line[6..].trim()
+        );
+    }
     let _ = std::fs::remove_file(&ours_out);
     let _ = std::fs::remove_file(&theirs_out);
     Ok(())

@@ -203,3 +203,50 @@ fn inflate(input: &[u8], max_out: usize) -> Result<Vec<u8>, String> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_round_trip_and_incompressible_input() {
+        let text = b"squashfs ".repeat(1000);
+        let packed = Compression::default()
+            .compress(&text)
+            .expect("compress")
+            .expect("text shrinks");
+        assert_eq!(
+            decompress(COMP_GZIP, &packed, text.len()).expect("inflate"),
+            text
+        );
+        assert!(
+            decompress(COMP_GZIP, &packed, text.len() - 1).is_err(),
+            "cap enforced"
+        );
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(
+            Compression::default()
+                .compress(&noise)
+                .expect("compress")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn zstd_window_check() {
+        // Single segment, 1-byte content size 100.
+        assert!(zstd_window_ok(&[0x28, 0xb5, 0x2f, 0xfd, 0x20, 100], 1 << 20).is_ok());
+        // Window descriptor: 2^(10+31) bytes.
+        assert!(zstd_window_ok(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 31 << 3], 1 << 20).is_err());
+        assert!(zstd_window_ok(&[0x28, 0xb5, 0x2f, 0xfd], 1 << 20).is_err());
+        assert!(zstd_window_ok(b"nope", 1 << 20).is_err());
+    }
+}

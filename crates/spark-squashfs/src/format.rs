@@ -243,3 +243,63 @@ impl Superblock {
         Ok(sb)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Superblock {
+        Superblock {
+            inode_count: 3,
+            mtime: 1_700_000_000,
+            block_size: 131_072,
+            fragment_count: 1,
+            compression_id: COMP_GZIP,
+            block_log: 17,
+            flags: flags::NO_XATTRS,
+            id_count: 1,
+            version_major: 4,
+            version_minor: 0,
+            root_inode: 0x60,
+            bytes_used: 500,
+            id_table_start: 480,
+            xattr_table_start: NO_TABLE,
+            inode_table_start: 200,
+            directory_table_start: 300,
+            fragment_table_start: 440,
+            export_table_start: NO_TABLE,
+        }
+    }
+
+    #[test]
+    fn superblock_round_trips_and_starts_with_magic() {
+        let bytes = sample().to_bytes();
+        assert_eq!(&bytes[0..4], b"hsqs");
+        assert_eq!(Superblock::parse(&bytes, 4096).expect("parse"), sample());
+    }
+
+    #[test]
+    fn superblock_rejects_inconsistent_fields() {
+        let mut sb = sample();
+        sb.bytes_used = 5000;
+        assert!(
+            Superblock::parse(&sb.to_bytes(), 4096).is_err(),
+            "past the end"
+        );
+        let mut sb = sample();
+        sb.block_log = 16;
+        assert!(
+            Superblock::parse(&sb.to_bytes(), 4096).is_err(),
+            "block_log"
+        );
+        let mut sb = sample();
+        sb.directory_table_start = sb.inode_table_start;
+        assert!(
+            Superblock::parse(&sb.to_bytes(), 4096).is_err(),
+            "table order"
+        );
+        let mut sb = sample();
+        sb.id_table_start = 10;
+        assert!(Superblock::parse(&sb.to_bytes(), 4096).is_err(), "id table");
+    }
+}

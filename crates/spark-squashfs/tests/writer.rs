@@ -265,3 +265,18 @@ fn kernel_mounts_our_image() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn empty_root_is_valid() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let img = tmp.path().join("empty.sqfs");
+    let mut f = fs::File::create(&img).expect("create");
+    let summary = write_entries(&[], &mut f, &WriterOptions::default()).expect("write_entries");
+    drop(f);
+    assert_eq!(summary.image_size, 4096);
+    let out = tmp.path().join("out");
+    unsquashfs_extract(&img, &out);
+    assert!(snapshot(&out).is_empty());
+    let ar = Archive::open(fs::File::open(&img).expect("open")).expect("open");
+    assert!(ar.entries().expect("entries").is_empty());
+}
