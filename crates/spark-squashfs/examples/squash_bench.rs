@@ -63,6 +63,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * (1.0 - ours.as_secs_f64() / theirs.as_secs_f64()),
         ours_cpu / theirs_cpu
     );
+    // Reading back: our parallel extraction against unsquashfs, both on mksquashfs' image.
+    let extract_ours = tmp.join("squash_bench.extract.ours");
+    let extract_theirs = tmp.join("squash_bench.extract.unsquashfs");
+    let (mut ours_x, mut theirs_x) = (Duration::MAX, Duration::MAX);
+    for _ in 0..runs {
+        let _ = std::fs::remove_dir_all(&extract_ours);
+        let start = Instant::now();
+        spark_squashfs::Archive::open(File::open(&theirs_out)?)?.extract_all(&extract_ours)?;
+        ours_x = ours_x.min(start.elapsed());
+        let _ = std::fs::remove_dir_all(&extract_theirs);
+        let start = Instant::now();
+        let status = Command::new("unsquashfs")
+            .args(["-no-progress", "-q", "-d"])
+            .arg(&extract_theirs)
+            .arg(&theirs_out)
+            .status()?;
+        if !status.success() {
+            return Err(format!("unsquashfs failed: {status}").into());
+        }
+        theirs_x = theirs_x.min(start.elapsed());
+    }
+    println!(
+        "extract: spark-squashfs {:.3} s, unsquashfs {:.3} s",
+        ours_x.as_secs_f64(),
+        theirs_x.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&extract_ours);
+    let _ = std::fs::remove_dir_all(&extract_theirs);
     // Children are separate processes: this is the writer's own peak memory.
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")
         && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM"))

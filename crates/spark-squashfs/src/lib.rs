@@ -24,7 +24,7 @@
 //! ```
 //!
 //! Metadata blocks are described in `metadata`, inodes and listings in the reader, the
-//! superblock in [`format`].
+//! superblock in [`format`](mod@format).
 //!
 //! # Writing
 //!
