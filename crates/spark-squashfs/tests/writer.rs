@@ -280,3 +280,50 @@ fn empty_root_is_valid() {
     let ar = Archive::open(fs::File::open(&img).expect("open")).expect("open");
     assert!(ar.entries().expect("entries").is_empty());
 }
+
+/// A listing over 64 KiB needs an extended directory inode; unsquashfs and the kernel must
+/// still find every entry (we write no lookup index, so the kernel scans linearly).
+#[test]
+fn huge_directory_uses_extended_inode() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    for i in 0..2500 {
+        let name = format!("d/file-with-a-fairly-long-name-to-grow-the-listing-{i:05}");
+        write(&src.join(name), format!("{i}\n").as_bytes(), 0o644);
+    }
+    let img = tmp.path().join("img.sqfs");
+    build_ours(&src, &img, &WriterOptions::default());
+    let ar = Archive::open(fs::File::open(&img).expect("open")).expect("open");
+    let dir = ar
+        .entries()
+        .expect("entries")
+        .into_iter()
+        .find(|e| e.path == "d")
+        .expect("d listed");
+    assert!(dir.size > 65535, "listing of {} bytes is not big", dir.size);
+    assert_eq!(
+        ar.read_file("d/file-with-a-fairly-long-name-to-grow-the-listing-02499")
+            .expect("read"),
+        b"2499\n"
+    );
+    let out = tmp.path().join("out");
+    unsquashfs_extract(&img, &out);
+    assert_same_tree(&src, &out);
+
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "squashfs", "-o", "loop,ro"])
+        .arg(&img)
+        .arg(&mnt)
+        .output();
+    if !mounted.is_ok_and(|o| o.status.success()) {
+        println!("skipping the kernel half: mount not permitted here");
+        return;
+    }
+    let looked_up = fs::read(mnt.join("d/file-with-a-fairly-long-name-to-grow-the-listing-01777"));
+    let listed = fs::read_dir(mnt.join("d")).map(|d| d.count());
+    run(Command::new("umount").arg(&mnt));
+    assert_eq!(looked_up.expect("kernel lookup"), b"1777\n");
+    assert_eq!(listed.expect("kernel readdir"), 2500);
+}
