@@ -25,6 +25,9 @@
 //!
 //! Nothing is dropped from the page cache (that needs privileges and is unreliable in
 //! containers): every figure is **warm cache**, with the image read once before the first run.
+//! `sync` runs before every timed run (outside the timing), so dirty pages left by earlier steps
+//! are not written back during it; `spark-image bundle` fsyncs its output (rauc does not), and
+//! that fsync is timed.
 //! Peak RSS and CPU time come from GNU `/usr/bin/time` when it is installed.
 //!
 //! The checks do not do the same work, and the table says so: `rauc info` on a verity bundle only
@@ -425,6 +428,13 @@ fn default_spark_image() -> anyhow::Result<PathBuf> {
     Ok(dir.join(format!("spark-image{}", std::env::consts::EXE_SUFFIX)))
 }
 
+/// Runs `sync` before a timed run, so no run pays for writing back what earlier steps wrote
+/// (the image, the previous bundle): `spark-image`'s own fsync would otherwise wait for it.
+fn flush_writeback() {
+    // Best effort: without `sync` the figures are only noisier.
+    let _ = Command::new("sync").status();
+}
+
 /// The first three fields of `/proc/loadavg`.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -465,6 +475,7 @@ fn measure(
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let cmd = prepare()?;
+        flush_writeback();
         let mut run = if gnu_time {
             let mut t = Command::new(GNU_TIME);
             t.arg("-f")
@@ -534,6 +545,7 @@ fn measure_in_process(
 ) -> anyhow::Result<Stats> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
+        flush_writeback();
         let start = Instant::now();
         f()?;
         samples.push(Sample {
