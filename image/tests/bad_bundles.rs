@@ -34,6 +34,15 @@ impl Case {
         p
     }
 
+    /// The real `rauc service` trusting this case's PKI.
+    fn testbed(&self) -> spark_testbed::Testbed {
+        spark_testbed::Testbed::start(spark_testbed::TestbedOptions::new(
+            COMPATIBLE,
+            self.pki.pki.keyring(),
+        ))
+        .unwrap()
+    }
+
     fn rauc_rejects(&self, bundle: &Path) -> String {
         let keyring = self.pki.pki.keyring();
         let conf = rauc_conf(self.work.path(), &keyring, None);
@@ -258,11 +267,7 @@ fn image_checksum_mismatch() {
     // Found while writing this test: rauc 1.8 trusts the signature over the squashfs and
     // installs such a bundle into a raw slot anyway. spark-image is the stricter gate, which is
     // why the OTA server and the update agent run it before rauc sees a bundle.
-    let testbed = spark_testbed::Testbed::start(spark_testbed::TestbedOptions::new(
-        COMPATIBLE,
-        c.pki.pki.keyring(),
-    ))
-    .unwrap();
+    let testbed = c.testbed();
     testbed
         .install(&b)
         .expect("rauc 1.8 does not check image checksums on install");
@@ -278,11 +283,7 @@ fn squashfs_not_4k_aligned() {
         .err()
         .expect("unaligned payload rejected");
     assert!(matches!(e, BundleError::NotAligned(_)), "{e}");
-    let testbed = spark_testbed::Testbed::start(spark_testbed::TestbedOptions::new(
-        COMPATIBLE,
-        c.pki.pki.keyring(),
-    ))
-    .unwrap();
+    let testbed = c.testbed();
     // rauc 1.8 only needs alignment for verity and installs an unaligned plain bundle; Spark
     // refuses it for every format (mksquashfs and spark-image always pad, so only a hand-made or
     // damaged bundle lacks it).

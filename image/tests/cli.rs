@@ -21,20 +21,23 @@ fn bundle_info_verify_and_a_tampered_bundle() {
     rootfs_image(&image, 400 * 1024);
     let bundle = work.path().join("cli.raucb");
     let p = |p: &std::path::Path| p.display().to_string();
-    let out = spark_image(&[
-        "bundle",
-        "--rootfs",
-        &p(&image),
-        "--compatible",
-        COMPATIBLE,
-        "--version",
-        "9.9.9",
-        "--cert",
-        &p(&pki.pki.signer_cert()),
-        "--key",
-        &p(&pki.pki.signer_key()),
-        &p(&bundle),
-    ]);
+    let build = |version: &str| {
+        spark_image(&[
+            "bundle",
+            "--rootfs",
+            &p(&image),
+            "--compatible",
+            COMPATIBLE,
+            "--version",
+            version,
+            "--cert",
+            &p(&pki.pki.signer_cert()),
+            "--key",
+            &p(&pki.pki.signer_key()),
+            &p(&bundle),
+        ])
+    };
+    let out = build("9.9.9");
     assert!(
         out.status.success(),
         "{}",
@@ -43,20 +46,7 @@ fn bundle_info_verify_and_a_tampered_bundle() {
 
     // Building again over an existing file is refused, and the file is left alone.
     let before = std::fs::read(&bundle).unwrap();
-    let again = spark_image(&[
-        "bundle",
-        "--rootfs",
-        &p(&image),
-        "--compatible",
-        COMPATIBLE,
-        "--version",
-        "1",
-        "--cert",
-        &p(&pki.pki.signer_cert()),
-        "--key",
-        &p(&pki.pki.signer_key()),
-        &p(&bundle),
-    ]);
+    let again = build("1");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
     assert_eq!(std::fs::read(&bundle).unwrap(), before);
