@@ -375,7 +375,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // One line on stderr is the log line of a CLI; tracing carries the library's own.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
