@@ -1,0 +1,1 @@
+//! CPE 2.3 names and NVD configuration logic (work in progress).

@@ -1,0 +1,1 @@
+//! Version comparison per ecosystem (work in progress).

@@ -1,0 +1,1 @@
+//! Signed release manifests (work in progress).

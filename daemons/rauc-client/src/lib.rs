@@ -1,0 +1,1 @@
+//! RAUC D-Bus bindings (work in progress).
