@@ -261,14 +261,76 @@ impl Bundle {
         opts: &VerifyOptions,
         progress: &ProgressBar,
     ) -> Result<BundleInfo, BundleError> {
-        let manifest_images: u64 = self
-            .signed_manifest
-            .iter()
-            .flat_map(|m| m.images.iter())
-            .filter_map(|i| i.size)
-            .sum();
-        progress.set_length(self.squashfs_len + manifest_images);
-        let (signature, manifest) = match (&self.signed_manifest, self.format) {
+        let (signature, manifest, archive) = self.verify_payload(keyring, opts, progress)?;
+        let entries = archive.entries()?;
+        check_images(&manifest, |name| {
+            let entry = entries.iter().find(|e| e.path == name);
+            let Some(entry) = entry else {
+                return Ok(None);
+            };
+            let mut hasher = HashWriter {
+                hash: Sha256::new(),
+                progress,
+            };
+            archive.copy_file(name, &mut hasher, None)?;
+            Ok(Some((entry.size, hasher.hash.finalize().into())))
+        })?;
+        progress.finish_and_clear();
+        tracing::info!(bundle = %self.path.display(), signer = %signature.signer, "bundle verified");
+        Ok(self.info(&manifest, signature, true))
+    }
+
+    /// Verifies like [`Bundle::verify`] while extracting into `dest` (which must not exist):
+    /// signature and payload first, then the files, then each image's checksum from the
+    /// extracted copy, so images are decompressed once. On any failure `dest` is removed.
+    pub fn verify_and_extract(
+        &self,
+        keyring: &Keyring,
+        opts: &VerifyOptions,
+        dest: &Path,
+        progress: &ProgressBar,
+    ) -> Result<BundleInfo, BundleError> {
+        if dest.exists() {
+            return Err(BundleError::OutputExists(dest.to_owned()));
+        }
+        let (signature, manifest, archive) = self.verify_payload(keyring, opts, progress)?;
+        let result = archive
+            .extract_all(dest)
+            .map_err(BundleError::from)
+            .and_then(|()| {
+                check_images(&manifest, |name| {
+                    let path = dest.join(name);
+                    let Ok(file) = File::open(&path) else {
+                        return Ok(None);
+                    };
+                    let size = file
+                        .metadata()
+                        .map_err(BundleError::io("stat", &path))?
+                        .len();
+                    let digest = hash_reader(BufReader::with_capacity(1 << 20, file), progress)
+                        .map_err(BundleError::io("read", &path))?;
+                    Ok(Some((size, digest)))
+                })
+            });
+        if let Err(e) = result {
+            // Never leave files behind whose checksums did not match the signed manifest.
+            let _ = std::fs::remove_dir_all(dest);
+            return Err(e);
+        }
+        progress.finish_and_clear();
+        Ok(self.info(&manifest, signature, true))
+    }
+
+    /// Signature, chain and payload (everything but the image checksums); returns the manifest
+    /// to trust and the opened squashfs.
+    fn verify_payload(
+        &self,
+        keyring: &Keyring,
+        opts: &VerifyOptions,
+        progress: &ProgressBar,
+    ) -> Result<(SignatureInfo, Manifest, Archive<File>), BundleError> {
+        progress.set_length(self.squashfs_len);
+        let (signature, manifest, archive) = match (&self.signed_manifest, self.format) {
             (Some(signed), BundleFormat::Verity) => {
                 let verity = signed.verity.expect("open() checked verity params");
                 let sig = self.cms.verify(None, keyring, opts)?;
@@ -276,8 +338,7 @@ impl Bundle {
                 let archive = self.archive()?;
                 let inner = self.inner_manifest(&archive)?;
                 check_same_manifest(signed, &inner)?;
-                self.check_images(&archive, signed, progress)?;
-                (sig, signed.clone())
+                (sig, signed.clone(), archive)
             }
             _ => {
                 let digest = hash_reader(self.window(self.squashfs_len)?, progress)
@@ -288,14 +349,11 @@ impl Bundle {
                 if manifest.format != BundleFormat::Plain {
                     return Err(BundleError::ManifestMismatch("format"));
                 }
-                progress.inc_length(manifest.images.iter().filter_map(|i| i.size).sum());
-                self.check_images(&archive, &manifest, progress)?;
-                (sig, manifest)
+                (sig, manifest, archive)
             }
         };
-        progress.finish_and_clear();
-        tracing::info!(bundle = %self.path.display(), signer = %signature.signer, "bundle verified");
-        Ok(self.info(&manifest, signature, true))
+        progress.inc_length(manifest.images.iter().filter_map(|i| i.size).sum());
+        Ok((signature, manifest, archive))
     }
 
     fn check_tree(&self, v: &VerityParams, progress: &ProgressBar) -> Result<(), BundleError> {
@@ -326,45 +384,6 @@ impl Bundle {
         Ok(())
     }
 
-    fn check_images(
-        &self,
-        archive: &Archive<File>,
-        manifest: &Manifest,
-        progress: &ProgressBar,
-    ) -> Result<(), BundleError> {
-        let entries = archive.entries()?;
-        for image in &manifest.images {
-            let (Some(expected_sha), Some(expected_size)) = (image.sha256, image.size) else {
-                return Err(BundleError::ImageUnhashed(image.filename.clone()));
-            };
-            let entry = entries
-                .iter()
-                .find(|e| e.path == image.filename)
-                .ok_or_else(|| BundleError::ImageMissing(image.filename.clone()))?;
-            if entry.size != expected_size {
-                return Err(BundleError::ImageSize {
-                    name: image.filename.clone(),
-                    expected: expected_size,
-                    actual: entry.size,
-                });
-            }
-            let mut hasher = HashWriter {
-                hash: Sha256::new(),
-                progress,
-            };
-            archive.copy_file(&image.filename, &mut hasher, None)?;
-            let actual: [u8; 32] = hasher.hash.finalize().into();
-            if actual != expected_sha {
-                return Err(BundleError::ImageChecksum {
-                    name: image.filename.clone(),
-                    expected: hex::encode(expected_sha),
-                    actual: hex::encode(actual),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Writes a copy of this bundle signed by `signer` (key rotation): the payload is kept byte
     /// for byte; a verity bundle keeps its signed manifest.
     pub fn resign(&self, signer: &Signer, output: &Path) -> Result<(), BundleError> {
@@ -383,11 +402,44 @@ impl Bundle {
         })
     }
 
-    /// Extracts the squashfs contents into `dest` (which must not exist or be empty).
+    /// Extracts the squashfs contents into `dest` (which must not exist) without verifying.
     pub fn extract(&self, dest: &Path) -> Result<(), BundleError> {
+        if dest.exists() {
+            return Err(BundleError::OutputExists(dest.to_owned()));
+        }
         self.archive()?.extract_all(dest)?;
         Ok(())
     }
+}
+
+/// Checks every image of `manifest` against what `hash` reports for its file name: `None`
+/// when the file is missing, else its size and SHA-256.
+fn check_images(
+    manifest: &Manifest,
+    mut hash: impl FnMut(&str) -> Result<Option<(u64, [u8; 32])>, BundleError>,
+) -> Result<(), BundleError> {
+    for image in &manifest.images {
+        let (Some(expected_sha), Some(expected_size)) = (image.sha256, image.size) else {
+            return Err(BundleError::ImageUnhashed(image.filename.clone()));
+        };
+        let (size, actual) = hash(&image.filename)?
+            .ok_or_else(|| BundleError::ImageMissing(image.filename.clone()))?;
+        if size != expected_size {
+            return Err(BundleError::ImageSize {
+                name: image.filename.clone(),
+                expected: expected_size,
+                actual: size,
+            });
+        }
+        if actual != expected_sha {
+            return Err(BundleError::ImageChecksum {
+                name: image.filename.clone(),
+                expected: hex::encode(expected_sha),
+                actual: hex::encode(actual),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A bundle received from a stream, held in a temporary file until persisted.

@@ -349,10 +349,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Extract(a) => {
             let bundle = Bundle::open(&a.bundle)?;
-            if !a.no_verify {
-                verify(&bundle, &a.trust)?;
+            if a.no_verify {
+                bundle.extract(&a.output)?;
+            } else {
+                let (keyring, opts) = a.trust.keyring()?;
+                bundle.verify_and_extract(&keyring, &opts, &a.output, &progress("extracting"))?;
             }
-            bundle.extract(&a.output)?;
             println!(
                 "Extracted {} into {}",
                 a.bundle.display(),

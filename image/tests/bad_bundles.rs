@@ -264,6 +264,19 @@ fn image_checksum_mismatch() {
     forge_plain(&c.pki, &m, &[("rootfs.ext4", &c.image)], 0, &b);
     let e = verify(&c.pki, &b).unwrap_err();
     assert!(matches!(e, BundleError::ImageChecksum { .. }), "{e}");
+    // Extracting checks the extracted copy and removes it when the checksum lies.
+    let out = c.work.path().join("extracted");
+    let e = spark_image::Bundle::open(&b)
+        .unwrap()
+        .verify_and_extract(
+            &c.pki.keyring(),
+            &Default::default(),
+            &out,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, BundleError::ImageChecksum { .. }), "{e}");
+    assert!(!out.exists(), "nothing left behind");
     // Found while writing this test: rauc 1.8 trusts the signature over the squashfs and
     // installs such a bundle into a raw slot anyway. spark-image is the stricter gate, which is
     // why the OTA server and the update agent run it before rauc sees a bundle.

@@ -187,7 +187,22 @@ fn extract_gives_back_the_files() {
     let bundle = work.path().join("b.raucb");
     build(&pki, BundleFormat::Verity, &image, "1.0.0", &bundle);
     let out = work.path().join("out");
-    Bundle::open(&bundle).unwrap().extract(&out).unwrap();
+    let info = Bundle::open(&bundle)
+        .unwrap()
+        .verify_and_extract(
+            &pki.keyring(),
+            &Default::default(),
+            &out,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+    assert!(info.verified);
+    // An existing directory is never written into (nor removed on failure).
+    let again = Bundle::open(&bundle).unwrap().extract(&out);
+    assert!(matches!(
+        again,
+        Err(spark_image::BundleError::OutputExists(_))
+    ));
     assert_eq!(
         std::fs::read(out.join("rootfs.ext4")).unwrap(),
         std::fs::read(&image).unwrap()
