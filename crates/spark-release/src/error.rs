@@ -184,7 +184,10 @@ pub enum ReleaseError {
     #[error(
         "release is not valid before {issued_at} (now {now}): check this device's clock, or wait"
     )]
-    NotYetValid { issued_at: Timestamp, now: Timestamp },
+    NotYetValid {
+        issued_at: Timestamp,
+        now: Timestamp,
+    },
 
     /// Past its expiry.
     #[error("release expired at {expires_at} (now {now}): sign a fresh release manifest")]
@@ -197,14 +200,20 @@ pub enum ReleaseError {
     #[error(
         "installed version {installed} is below this release's minimum {minimum}: install an intermediate release first"
     )]
-    BelowMinimum { installed: Version, minimum: Version },
+    BelowMinimum {
+        installed: Version,
+        minimum: Version,
+    },
 
     /// Anti-rollback: the offered version is not newer than the installed one and the manifest
     /// was not signed as an allowed downgrade.
     #[error(
         "release {offered} is not newer than installed {installed}: refusing a rollback; sign it with --allow-downgrade if intended"
     )]
-    NotNewer { offered: Version, installed: Version },
+    NotNewer {
+        offered: Version,
+        installed: Version,
+    },
 }
 
 impl ReleaseError {

@@ -266,7 +266,11 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn take(&mut self, field: &'static str, len: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(
+        &mut self,
+        field: &'static str,
+        len: usize,
+    ) -> Result<&'a [u8], DecodeError> {
         let available = self.bytes.len() - self.pos;
         if available < len {
             return Err(DecodeError::Truncated {

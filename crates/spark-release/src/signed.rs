@@ -8,7 +8,7 @@ use semver::Version;
 
 use crate::error::{DecodeError, InvalidManifest, ReleaseError};
 use crate::keys::{KeyId, TrustedKeys};
-use crate::manifest::{MAX_MANIFEST_LEN, ReleaseManifest, Reader};
+use crate::manifest::{MAX_MANIFEST_LEN, Reader, ReleaseManifest};
 use crate::timestamp::Timestamp;
 
 /// Domain-separation prefix of every signed message (see the crate docs).
@@ -37,7 +37,10 @@ pub struct SignedRelease {
 impl SignedRelease {
     /// Signs `manifest` with the release key. Ed25519 signatures are deterministic, so the same
     /// manifest and key always give the same bytes.
-    pub fn sign(manifest: ReleaseManifest, key: &SigningKey) -> Result<SignedRelease, InvalidManifest> {
+    pub fn sign(
+        manifest: ReleaseManifest,
+        key: &SigningKey,
+    ) -> Result<SignedRelease, InvalidManifest> {
         let canonical = manifest.to_canonical_bytes()?;
         let signature = key.sign(&signed_message(&canonical)).to_bytes();
         Ok(SignedRelease {
@@ -253,7 +256,10 @@ impl Policy {
                 found: manifest.compatible.clone(),
             });
         }
-        let latest_accepted = self.now.checked_add(self.clock_skew).unwrap_or(Timestamp::MAX);
+        let latest_accepted = self
+            .now
+            .checked_add(self.clock_skew)
+            .unwrap_or(Timestamp::MAX);
         if manifest.issued_at > latest_accepted {
             return Err(ReleaseError::NotYetValid {
                 issued_at: manifest.issued_at,
@@ -304,7 +310,10 @@ enum JsonFormat {
     V1,
 }
 
-fn hex_bytes<S: serde::Serializer, const N: usize>(bytes: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+fn hex_bytes<S: serde::Serializer, const N: usize>(
+    bytes: &[u8; N],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(bytes))
 }
 
@@ -314,8 +323,7 @@ pub(crate) fn hex_array<'de, D: serde::Deserializer<'de>, const N: usize>(
 ) -> Result<[u8; N], D::Error> {
     let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
     let mut out = [0; N];
-    hex::decode_to_slice(text.as_bytes(), &mut out).map_err(|e| {
-        serde::de::Error::custom(format!("expected {} hex digits: {e}", 2 * N))
-    })?;
+    hex::decode_to_slice(text.as_bytes(), &mut out)
+        .map_err(|e| serde::de::Error::custom(format!("expected {} hex digits: {e}", 2 * N)))?;
     Ok(out)
 }

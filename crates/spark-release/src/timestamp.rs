@@ -76,7 +76,10 @@ impl TryFrom<OffsetDateTime> for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.to_datetime().format(&Rfc3339).map_err(|_| fmt::Error)?;
+        let text = self
+            .to_datetime()
+            .format(&Rfc3339)
+            .map_err(|_| fmt::Error)?;
         f.write_str(&text)
     }
 }
@@ -129,7 +132,10 @@ mod tests {
         assert_eq!(t.to_string(), "2026-11-26T00:30:00Z");
         assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
         assert_eq!(Timestamp::MAX.to_string(), "9999-12-31T23:59:59Z");
-        assert_eq!(Timestamp::from_unix(0).unwrap().to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Timestamp::from_unix(0).unwrap().to_string(),
+            "1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]
@@ -142,7 +148,10 @@ mod tests {
             "1969-12-31T23:59:59Z".parse::<Timestamp>(),
             Err(TimestampParseError::OutOfRange)
         );
-        assert_eq!("yesterday".parse::<Timestamp>(), Err(TimestampParseError::Syntax));
+        assert_eq!(
+            "yesterday".parse::<Timestamp>(),
+            Err(TimestampParseError::Syntax)
+        );
         assert!(Timestamp::from_unix(Timestamp::MAX.unix() + 1).is_none());
         assert!(Timestamp::MAX.checked_add(Duration::from_secs(1)).is_none());
     }
