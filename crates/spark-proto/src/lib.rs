@@ -1,0 +1,1 @@
+//! Spark wire protocol (work in progress).
