@@ -1,6 +1,8 @@
 //! `spark-keys` command line: parses flags, starts logging, calls the library, maps errors to
 //! exit codes (1 = failure, 2 = usage; clap also exits 2 on bad flags).
 
+mod release_cmd;
+
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Sign a release manifest for a RAUC bundle with the Ed25519 release key (offline; the
+    /// OTA server only receives the signed file).
+    SignRelease(release_cmd::SignReleaseArgs),
+    /// Verify a signed release manifest as a gateway would: trusted key, signature, compatible,
+    /// validity period, minimum version and anti-rollback.
+    VerifyRelease(release_cmd::VerifyReleaseArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -84,7 +92,10 @@ fn main() -> ExitCode {
             }
             let usage = err
                 .downcast_ref::<KeysError>()
-                .is_some_and(KeysError::is_usage);
+                .is_some_and(KeysError::is_usage)
+                || err
+                    .downcast_ref::<release_cmd::ReleaseCmdError>()
+                    .is_some_and(release_cmd::ReleaseCmdError::is_usage);
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -132,6 +143,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", cert.display());
             println!("{}", key.display());
         }
+        Command::SignRelease(args) => release_cmd::sign_release(args)?,
+        Command::VerifyRelease(args) => release_cmd::verify_release(args)?,
     }
     Ok(())
 }
