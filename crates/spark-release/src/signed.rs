@@ -51,8 +51,8 @@ impl SignedRelease {
         })
     }
 
-    /// The manifest. Not yet verified unless this came from [`verify`](Self::verify)'s caller
-    /// having checked it.
+    /// The manifest as decoded or signed. Nothing in it is trustworthy until
+    /// [`verify`](Self::verify) has returned `Ok` for this release.
     pub fn manifest(&self) -> &ReleaseManifest {
         &self.manifest
     }
