@@ -514,6 +514,8 @@ impl Evaluation {
 /// What one node found.
 struct NodeResult {
     result: Tri,
+    /// Kleene OR of its `vulnerable: true` criteria (an unreadable one is `Undecidable`).
+    vulnerable: Tri,
     /// `(component, Yes | Undecidable)` of its `vulnerable: true` criteria.
     vulnerable_hits: Vec<(usize, Tri)>,
     undecidable: Vec<usize>,
@@ -521,6 +523,7 @@ struct NodeResult {
 
 fn evaluate_node(node: &Node, platform: &[Component]) -> NodeResult {
     let mut results = Vec::with_capacity(node.cpe_match.len());
+    let mut vulnerable = Tri::No;
     let mut vulnerable_hits = Vec::new();
     let mut undecidable = Vec::new();
     for m in &node.cpe_match {
@@ -529,6 +532,9 @@ fn evaluate_node(node: &Node, platform: &[Component]) -> NodeResult {
             Err(e) => {
                 tracing::warn!(criteria = %m.criteria, error = %e, "unreadable NVD criteria: undecidable");
                 results.push(Tri::Undecidable);
+                if m.vulnerable {
+                    vulnerable = Tri::Undecidable.or(vulnerable);
+                }
                 continue;
             }
         };
@@ -544,6 +550,9 @@ fn evaluate_node(node: &Node, platform: &[Component]) -> NodeResult {
             }
             any = any.or(t);
         }
+        if m.vulnerable {
+            vulnerable = vulnerable.or(any);
+        }
         results.push(any);
     }
     let mut result = match node.operator {
@@ -553,10 +562,12 @@ fn evaluate_node(node: &Node, platform: &[Component]) -> NodeResult {
     if node.negate {
         result = !result;
         // A negated node states what must be absent: nothing in it is vulnerable.
+        vulnerable = Tri::No;
         vulnerable_hits.clear();
     }
     NodeResult {
         result,
+        vulnerable,
         vulnerable_hits,
         undecidable,
     }
@@ -573,22 +584,18 @@ pub fn evaluate(cfg: &Configuration, platform: &[Component]) -> Evaluation {
         Operator::Or => Tri::any(nodes.iter().map(|n| n.result)),
         Operator::And => Tri::all(nodes.iter().map(|n| n.result)),
     };
-    let hits: Vec<(usize, Tri)> = if cfg.negate {
+    // Nodes that count: a node that is `No` did not make the configuration true.
+    let counting = || nodes.iter().filter(|n| !cfg.negate && n.result != Tri::No);
+    if cfg.negate {
         logic = !logic;
-        Vec::new()
-    } else {
-        nodes
-            .iter()
-            .filter(|n| n.result != Tri::No)
-            .flat_map(|n| n.vulnerable_hits.iter().copied())
-            .collect()
-    };
-    let result = logic.and(Tri::any(hits.iter().map(|&(_, t)| t)));
+    }
+    let hit = Tri::any(counting().map(|n| n.vulnerable));
+    let result = logic.and(hit);
     if result == Tri::No {
         return Evaluation::no();
     }
-    let mut vulnerable_components: Vec<usize> = hits
-        .iter()
+    let mut vulnerable_components: Vec<usize> = counting()
+        .flat_map(|n| n.vulnerable_hits.iter())
         .filter(|&&(_, t)| t == Tri::Yes)
         .map(|&(i, _)| i)
         .collect();
