@@ -154,6 +154,8 @@ impl RaucClient {
             let event = watch.next_event().await?;
             Some((event, watch))
         })
+        // `unfold` panics if polled after its end; an Installation may be, like any stream.
+        .fuse()
         .boxed();
         Ok(Installation { events, bundle })
     }

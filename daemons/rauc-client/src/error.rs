@@ -45,8 +45,9 @@ pub enum RaucError {
 
     /// The install ran and failed; `last_error` is RAUC's `LastError` property.
     #[error(
-        "installing {} failed (RAUC Completed({result})): {last_error}",
-        bundle.display()
+        "installing {} failed (RAUC Completed({result})): {last_error}{}",
+        bundle.display(),
+        install_hint(last_error)
     )]
     InstallFailed {
         bundle: PathBuf,
@@ -145,5 +146,21 @@ fn rejected_hint(method: &str) -> &'static str {
         }
         "Mark" => " (slot must be `booted`, `other` or a slot name such as `rootfs.1`)",
         _ => "",
+    }
+}
+
+/// What to do about a failed install, where RAUC's `LastError` does not say.
+fn install_hint(last_error: &str) -> &'static str {
+    if last_error.contains("exclusive bundle access") {
+        // rauc 1.8 takes a read lease on the bundle, which fails while anyone has it open for
+        // writing (readers are fine).
+        " (close every handle that has the bundle open for writing, e.g. the downloader's, \
+         then install again)"
+    } else if last_error.contains("Compatible mismatch") {
+        " (the bundle was built for another device type: fetch the release for this one)"
+    } else if last_error.starts_with("signature verification failed") {
+        " (the bundle is damaged or not signed by a key in RAUC's keyring: download it again)"
+    } else {
+        ""
     }
 }
