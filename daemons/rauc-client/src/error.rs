@@ -164,3 +164,82 @@ fn install_hint(last_error: &str) -> &'static str {
         ""
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use zbus::Message;
+    use zbus::names::OwnedErrorName;
+
+    use super::*;
+
+    /// An error reply named `name` with `message`, as zbus hands it to a caller.
+    fn method_error(name: &str, message: &str) -> zbus::Error {
+        let call = Message::method_call("/", "Mark")
+            .unwrap()
+            .build(&())
+            .unwrap();
+        zbus::Error::MethodError(
+            OwnedErrorName::try_from(name).unwrap(),
+            Some(message.to_owned()),
+            call,
+        )
+    }
+
+    const GDBUS: &str = "org.gtk.GDBus.UnmappedGError.Quark._g_2dio_2derror_2dquark.Code30";
+
+    #[test]
+    fn busy_in_either_spelling() {
+        for text in [
+            "Already processing a different method",
+            "already processing a different method",
+        ] {
+            let err = RaucError::from_call("Mark", method_error(GDBUS, text));
+            assert!(matches!(err, RaucError::Busy { method: "Mark" }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn missing_service_is_not_running() {
+        for name in [
+            "org.freedesktop.DBus.Error.ServiceUnknown",
+            "org.freedesktop.DBus.Error.NameHasNoOwner",
+        ] {
+            let err = RaucError::from_call("GetPrimary", method_error(name, "no"));
+            assert!(matches!(err, RaucError::NotRunning), "{err:?}");
+        }
+        let fdo = zbus::fdo::Error::NameHasNoOwner("de.pengutronix.rauc".into());
+        let err = RaucError::from_call("GetNameOwner", fdo.into());
+        assert!(matches!(err, RaucError::NotRunning), "{err:?}");
+        assert!(err.to_string().contains("start `rauc service`"), "{err}");
+    }
+
+    #[test]
+    fn other_replies_are_rejections_with_raucs_text() {
+        let err =
+            RaucError::from_call("Mark", method_error(GDBUS, "Invalid slot name format: 'x'"));
+        assert!(
+            matches!(&err, RaucError::Rejected { method: "Mark", message } if message == "Invalid slot name format: 'x'"),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+        let err = RaucError::from_call("Info", zbus::Error::Failure("socket closed".into()));
+        assert!(
+            matches!(err, RaucError::DBus { method: "Info", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn failed_installs_say_what_to_do() {
+        let failed = |last_error: &str| RaucError::InstallFailed {
+            bundle: "/data/u.raucb".into(),
+            result: 1,
+            last_error: last_error.into(),
+        };
+        let text =
+            failed("could not ensure exclusive bundle access (F_SETLEASE): EAGAIN").to_string();
+        assert!(text.starts_with("installing /data/u.raucb failed (RAUC Completed(1)): could not"));
+        assert!(text.contains("open for writing"), "{text}");
+        assert!(failed("weird").to_string().ends_with("): weird"));
+    }
+}

@@ -236,3 +236,88 @@ impl InstallArgs {
         map
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(v: Value<'_>) -> OwnedValue {
+        v.try_to_owned().unwrap()
+    }
+
+    #[test]
+    fn slot_status_types_the_keys_rauc_1_8_sends() {
+        let raw: HashMap<String, OwnedValue> = [
+            ("class", value(Value::from("rootfs"))),
+            ("device", value(Value::from("/dev/mmcblk1p3"))),
+            ("type", value(Value::from("ext4"))),
+            ("bootname", value(Value::from("B"))),
+            ("state", value(Value::from("inactive"))),
+            ("boot-status", value(Value::from("good"))),
+            ("bundle.compatible", value(Value::from("spark-bbb"))),
+            ("bundle.version", value(Value::from("1.2.0"))),
+            ("sha256", value(Value::from("ab"))),
+            ("size", value(Value::from(4096u64))),
+            ("installed.count", value(Value::from(2u32))),
+            (
+                "installed.timestamp",
+                value(Value::from("2026-01-01T00:00:00Z")),
+            ),
+            // Wrong type: left out of the typed field, kept in raw.
+            ("activated.count", value(Value::from("three"))),
+            ("future.key", value(Value::from(true))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let slot = SlotStatus::from_dbus("rootfs.1".into(), raw);
+        assert_eq!(slot.name, "rootfs.1");
+        assert_eq!(slot.slot_type, "ext4");
+        assert_eq!(slot.state, SlotState::Inactive);
+        assert!(!slot.is_booted());
+        assert_eq!(slot.boot_status.as_deref(), Some("good"));
+        assert_eq!(slot.bundle_version.as_deref(), Some("1.2.0"));
+        assert_eq!(slot.size, Some(4096));
+        assert_eq!(slot.installed_count, Some(2));
+        assert_eq!(slot.activated_count, None);
+        assert_eq!(slot.parent, None);
+        assert_eq!(slot.is_primary, None);
+        assert_eq!(slot.raw.len(), 14);
+    }
+
+    #[test]
+    fn install_args_send_only_what_is_set() {
+        assert!(InstallArgs::default().to_dbus().is_empty());
+        let args = InstallArgs {
+            ignore_compatible: true,
+            tls_ca: Some("/etc/ca.pem".into()),
+            http_headers: vec!["X-Serial: 42".into()],
+            ..InstallArgs::default()
+        };
+        let map = args.to_dbus();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map["ignore-compatible"], Value::from(true));
+        assert_eq!(map["tls-ca"], Value::from("/etc/ca.pem"));
+        assert_eq!(
+            map["http-headers"],
+            Value::from(vec!["X-Serial: 42".to_owned()])
+        );
+    }
+
+    #[test]
+    fn operation_and_slot_state_keep_unknown_words() {
+        assert_eq!(Operation::from("idle".to_owned()), Operation::Idle);
+        assert_eq!(
+            Operation::from("installing".to_owned()),
+            Operation::Installing
+        );
+        assert_eq!(
+            Operation::from("adaptive".to_owned()),
+            Operation::Other("adaptive".into())
+        );
+        assert_eq!(SlotState::from("booted"), SlotState::Booted);
+        assert_eq!(SlotState::from("active"), SlotState::Active);
+        assert_eq!(SlotState::from("odd"), SlotState::Other("odd".into()));
+        assert_eq!(MarkState::Active.as_str(), "active");
+    }
+}
