@@ -282,3 +282,67 @@ fn range_serde_uses_nvd_names() {
     let eco: Ecosystem = serde_json::from_str(r#""yocto""#).unwrap();
     assert_eq!(eco, Yocto);
 }
+
+/// Versions of every shape the parser knows, for the consistency checks below (no epochs: an
+/// epoch is deliberately left out against an epoch-less version, which is not transitive).
+const SHAPES: &[&str] = &[
+    "0.9",
+    "1.0",
+    "1.0.0",
+    "1.0.1",
+    "1.0.2",
+    "1.0.2a",
+    "1.0.2k",
+    "1.0.2l",
+    "1.0.3",
+    "1.0-rc1",
+    "1.0-rc2",
+    "1.0~beta1",
+    "1.0.pre",
+    "1.0-dev",
+    "1.1",
+    "1.1+git",
+    "1.1.0+gitAUTOINC+abc",
+    "1.2",
+    "2.0",
+    "8.9",
+    "8.9p1",
+    "8.9p2",
+    "9.0",
+    "20230115",
+    "20240101",
+    "2021-01-21",
+    "deadbeef",
+    "1.2-g1a2b3c",
+];
+
+#[test]
+fn comparisons_are_consistent() {
+    for eco in [Yocto, Linux, Generic] {
+        for a in SHAPES {
+            for b in SHAPES {
+                let ab = compare(eco, a, b);
+                assert_eq!(
+                    ab.map(Ordering::reverse),
+                    compare(eco, b, a),
+                    "{eco:?} {a} {b}"
+                );
+                for c in SHAPES {
+                    // a ≤ b ≤ c must never come with c < a.
+                    if matches!(ab, Some(Less | Equal))
+                        && matches!(compare(eco, b, c), Some(Less | Equal))
+                    {
+                        let ac = compare(eco, a, c);
+                        assert!(
+                            !matches!(ac, Some(Greater)),
+                            "{eco:?}: {a} <= {b} <= {c} but {a} > {c}"
+                        );
+                        if ab == Some(Less) || compare(eco, b, c) == Some(Less) {
+                            assert_ne!(ac, Some(Equal), "{eco:?}: {a} < {c} expected");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
