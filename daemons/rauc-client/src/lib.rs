@@ -35,7 +35,13 @@
 //! - `Operation` goes back to `idle` half-way through an install (after the bundle check), so
 //!   only `Completed` marks the end.
 //! - A failed install also ends with `Progress` at 100 % ("Installing failed."), then a
-//!   `LastError` change, then `Completed(1)`.
+//!   `LastError` change, then `Completed(1)`. `LastError` is reset to "" when the next install
+//!   starts, not when one succeeds.
+//! - RAUC takes a read lease (`F_SETLEASE`) on a plain bundle: while any process has the file
+//!   open *for writing* the install fails with "could not ensure exclusive bundle access";
+//!   readers do not matter. Close the downloader's handle first.
+//! - Relative bundle paths are resolved by RAUC against its own working directory, so this
+//!   crate always sends absolute ones.
 
 mod client;
 mod error;
