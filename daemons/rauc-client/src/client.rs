@@ -106,6 +106,21 @@ impl RaucClient {
         args: &InstallArgs,
     ) -> Result<Installation, RaucError> {
         let (bundle, source) = bundle_source(bundle.as_ref())?;
+        // RAUC leaving the bus mid-install would otherwise look like a hang until the timeout.
+        // Subscribed first, so that RAUC restarting between the owner lookup below and our
+        // call is reported too rather than leaving us on a stale unique name.
+        let rule = MatchRule::builder()
+            .msg_type(MessageType::Signal)
+            .sender("org.freedesktop.DBus")
+            .and_then(|b| b.interface("org.freedesktop.DBus"))
+            .and_then(|b| b.member("NameOwnerChanged"))
+            .and_then(|b| b.add_arg(SERVICE))
+            .map_err(|source| RaucError::DBus {
+                method: "AddMatch",
+                source: Box::new(source),
+            })?
+            .build();
+        let owner_changes = subscribe(rule, &self.conn).await?;
         // Signals carry the sender's unique name, never the well-known one, so the match rule
         // (and zbus' own filtering) needs RAUC's current unique name.
         let owner = self.owner().await?;
@@ -119,24 +134,19 @@ impl RaucClient {
             })?
             .build();
         let signals = subscribe(rule, &self.conn).await?;
-        // RAUC leaving the bus mid-install would otherwise look like a hang until the timeout.
-        let rule = MatchRule::builder()
-            .msg_type(MessageType::Signal)
-            .sender("org.freedesktop.DBus")
-            .and_then(|b| b.interface("org.freedesktop.DBus"))
-            .and_then(|b| b.member("NameOwnerChanged"))
-            .and_then(|b| b.add_arg(SERVICE))
-            .map_err(|source| RaucError::DBus {
-                method: "AddMatch",
-                source: Box::new(source),
-            })?
-            .build();
-        let owner_changes = subscribe(rule, &self.conn).await?;
 
+        // Sent to the unique name we subscribed to, not the well-known one: if RAUC restarted
+        // in between, the call fails (NotRunning, retry) instead of reaching a RAUC whose
+        // signals we would not see.
         let reply = self
-            .proxy
-            .inner()
-            .call_method("InstallBundle", &(source.as_str(), args.to_dbus()))
+            .conn
+            .call_method(
+                Some(owner.as_str()),
+                PATH,
+                Some(INTERFACE),
+                "InstallBundle",
+                &(source.as_str(), args.to_dbus()),
+            )
             .await
             .map_err(|err| RaucError::from_call("InstallBundle", err))?;
         tracing::debug!(bundle = %bundle.display(), "RAUC accepted InstallBundle");
