@@ -414,3 +414,58 @@ async fn bundle_open_for_writing_is_refused_until_closed() {
         .unwrap();
     assert!(slot_holds(&bed, Slot::B, &rootfs));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_clients_installing_at_once_one_is_busy() {
+    let fx = Fixture::new();
+    let rootfs = image(10, 8 << 20);
+    let bundle = fx.bundle(COMPATIBLE, "10.0.0", &rootfs);
+    let bed = fx.testbed();
+    let (first, second) = (client(&bed).await, client(&bed).await);
+
+    let args = InstallArgs::default();
+    let (a, b) = tokio::join!(
+        first.install(&bundle, &args, WAIT, |_| {}),
+        second.install(&bundle, &args, WAIT, |_| {}),
+    );
+    let outcomes = [a, b];
+    assert_eq!(
+        outcomes.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|r| matches!(
+            r,
+            Err(RaucError::Busy {
+                method: "InstallBundle"
+            })
+        )),
+        "{outcomes:?}"
+    );
+    assert!(slot_holds(&bed, Slot::B, &rootfs));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_proxy_install_and_completed_signal() {
+    let fx = Fixture::new();
+    let rootfs = image(11, 64 << 10);
+    let bundle = fx.bundle(COMPATIBLE, "11.0.0", &rootfs);
+    let bed = fx.testbed();
+    let rauc = client(&bed).await;
+    let proxy = rauc.proxy();
+
+    let mut completed = within(proxy.receive_completed()).await.unwrap();
+    // The deprecated `Install(s)`; RAUC needs an absolute path.
+    within(proxy.install(bundle.to_str().unwrap()))
+        .await
+        .unwrap();
+    let signal = within(completed.next()).await.expect("Completed");
+    assert_eq!(signal.args().unwrap().result, 0);
+    assert!(slot_holds(&bed, Slot::B, &rootfs));
+    let (slot, message) = within(proxy.mark("good", "booted")).await.unwrap();
+    assert_eq!(
+        (slot.as_str(), message.as_str()),
+        ("rootfs.0", "marked slot rootfs.0 as good")
+    );
+}
