@@ -1,0 +1,234 @@
+//! Golden byte vectors: one file per message in `tests/data/`. Encoding the fixed messages below
+//! must give exactly the committed bytes, and decoding the files must give the messages back, so
+//! any drift of the wire format fails CI. After an intended format change, regenerate with
+//! `SPARK_PROTO_BLESS=1 cargo test -p spark-proto --test golden` and review the diff.
+
+use spark_proto::*;
+use std::path::PathBuf;
+
+fn samples() -> Vec<(&'static str, Message)> {
+    let hello = Hello {
+        max_version: 1,
+        min_version: 1,
+        firmware_version: "2026.11.3".into(),
+        booted_slot: BootSlot::B,
+        last_acked_seq: 41,
+        capabilities: Capabilities::UPDATES | Capabilities::EVENTS,
+        roster_version: 3,
+    };
+    let welcome = Welcome {
+        version: 1,
+        server_time: 1_764_115_200,
+        config_version: 7,
+        roster_version: 3,
+        last_committed_seq: 42,
+    };
+    let roster = Roster {
+        version: 3,
+        meters: vec![
+            b"1ESY1161234567".to_vec(),
+            vec![0x2c, 0x2d, 0x78, 0x56, 0x34, 0x12, 0x01, 0x07],
+            b"EMH0001".to_vec(),
+        ],
+    };
+    // Three meters, three intervals: a sync keyframe, then deltas with a missed read, a late read
+    // and a register reset.
+    let mut gw = CodecContext::new(3, 3);
+    let t0 = 1_764_115_200;
+    let batch = gw
+        .build_batch(
+            43,
+            t0,
+            900,
+            &[
+                Sample {
+                    meter: 0,
+                    timestamp: t0,
+                    wh: 12_345_678,
+                },
+                Sample {
+                    meter: 1,
+                    timestamp: t0,
+                    wh: 500,
+                },
+                Sample {
+                    meter: 2,
+                    timestamp: t0,
+                    wh: 9_000_000,
+                },
+                Sample {
+                    meter: 0,
+                    timestamp: t0 + 900,
+                    wh: 12_345_790,
+                },
+                Sample {
+                    meter: 2,
+                    timestamp: t0 + 937,
+                    wh: 9_000_350,
+                },
+                Sample {
+                    meter: 0,
+                    timestamp: t0 + 1800,
+                    wh: 12_345_801,
+                },
+                Sample {
+                    meter: 1,
+                    timestamp: t0 + 1800,
+                    wh: 3,
+                },
+                Sample {
+                    meter: 2,
+                    timestamp: t0 + 1800,
+                    wh: 9_000_351,
+                },
+            ],
+        )
+        .unwrap();
+    vec![
+        ("hello", Message::Hello(hello)),
+        ("welcome", Message::Welcome(welcome)),
+        ("roster", Message::Roster(roster)),
+        ("readings_batch", Message::ReadingsBatch(batch)),
+        ("ack", Message::Ack(Ack { seq: 43 })),
+        (
+            "nack",
+            Message::Nack(Nack {
+                seq: 44,
+                code: NackCode::ResyncRequired,
+                detail: "no reference for meter 2".into(),
+            }),
+        ),
+        ("ping", Message::Ping(Ping { nonce: 0xdead_beef })),
+        ("pong", Message::Pong(Pong { nonce: 0xdead_beef })),
+        (
+            "event_health",
+            Message::Event(Event {
+                seq: 45,
+                time: t0 + 60,
+                kind: EventKind::Health {
+                    uptime_secs: 86_400,
+                    queue_len: 2,
+                    free_data_kib: 512_000,
+                    rssi_dbm: -87,
+                    meters_seen: 998,
+                },
+            }),
+        ),
+        (
+            "event_meter_alarm",
+            Message::Event(Event {
+                seq: 46,
+                time: t0 + 61,
+                kind: EventKind::MeterAlarm {
+                    meter_index: 2,
+                    code: 0x0101,
+                },
+            }),
+        ),
+        (
+            "event_meter_lost",
+            Message::Event(Event {
+                seq: 47,
+                time: t0 + 62,
+                kind: EventKind::MeterLost { meter_index: 1 },
+            }),
+        ),
+        (
+            "command_update_available",
+            Message::Command(Command {
+                id: 9,
+                kind: CommandKind::UpdateAvailable {
+                    manifest: b"{\"version\":\"2026.12.0\"}\n--sig--".to_vec(),
+                },
+            }),
+        ),
+        (
+            "command_set_config",
+            Message::Command(Command {
+                id: 10,
+                kind: CommandKind::SetConfig {
+                    config_version: 8,
+                    config: b"ping-secs = 240\n".to_vec(),
+                },
+            }),
+        ),
+        (
+            "command_reboot",
+            Message::Command(Command {
+                id: 11,
+                kind: CommandKind::Reboot { delay_secs: 30 },
+            }),
+        ),
+        (
+            "command_result",
+            Message::CommandResult(CommandResult {
+                id: 9,
+                status: CommandStatus::Failed,
+                code: 3,
+                detail: "manifest signature invalid".into(),
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn golden_vectors() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let bless = std::env::var_os("SPARK_PROTO_BLESS").is_some();
+    let mut types_seen = std::collections::HashSet::new();
+    for (name, msg) in samples() {
+        types_seen.insert(msg.message_type());
+        let mut bytes = Vec::new();
+        encode(&msg, &mut bytes).unwrap();
+        let path = dir.join(format!("{name}.bin"));
+        if bless {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let golden = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (SPARK_PROTO_BLESS=1 writes it)", path.display()));
+        assert_eq!(
+            bytes,
+            golden,
+            "{name}: encoding drifted from {}",
+            path.display()
+        );
+        let (back, used) = decode(&golden).unwrap();
+        assert_eq!(used, golden.len(), "{name}");
+        assert_eq!(back, msg, "{name}");
+    }
+    assert_eq!(
+        types_seen.len(),
+        MessageType::ALL.len(),
+        "every message type has a golden vector"
+    );
+}
+
+/// The batch vector also expands back to its samples with a fresh cloud context.
+#[test]
+fn golden_batch_expands() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let bytes = std::fs::read(dir.join("readings_batch.bin")).unwrap();
+    let (Message::ReadingsBatch(b), _) = decode(&bytes).unwrap() else {
+        panic!("not a batch")
+    };
+    assert!(b.sync);
+    let got = CodecContext::new(3, 3).expand(&b).unwrap();
+    let t0 = 1_764_115_200;
+    assert_eq!(got.len(), 8);
+    assert_eq!(
+        got[4],
+        Sample {
+            meter: 2,
+            timestamp: t0 + 937,
+            wh: 9_000_350
+        }
+    );
+    assert_eq!(
+        got[6],
+        Sample {
+            meter: 1,
+            timestamp: t0 + 1800,
+            wh: 3
+        }
+    );
+}
