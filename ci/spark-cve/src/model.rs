@@ -58,6 +58,15 @@ pub struct Component {
 }
 
 impl Component {
+    /// The version rules of this component's ecosystem.
+    pub fn ecosystem(&self) -> crate::version::Ecosystem {
+        match self.origin {
+            Origin::Crate => crate::version::Ecosystem::Crates,
+            Origin::Yocto => crate::version::Ecosystem::Yocto,
+            Origin::Kernel => crate::version::Ecosystem::Linux,
+        }
+    }
+
     pub fn new(
         name: impl Into<String>,
         version: Option<String>,
@@ -129,18 +138,8 @@ pub fn cve_ids_in(text: &str) -> Vec<String> {
     out
 }
 
-/// A version interval with the same four bounds NVD uses; OSV events are converted to these.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Interval {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_including: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_excluding: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_including: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_excluding: Option<String>,
-}
+/// A version interval with the four bounds NVD uses; OSV events and CVE 5 versions become these.
+pub use crate::version::VersionRange as Interval;
 
 /// Package ecosystems an advisory can name (OSV's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,9 +153,9 @@ pub enum PackageEcosystem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Affected {
-    /// NVD CVE API 2.0 `configurations`, kept verbatim (matched by [`crate::cpe`]).
+    /// NVD CVE API 2.0 `configurations` (matched by [`crate::cpe::evaluate_any`]).
     Nvd {
-        configurations: Vec<serde_json::Value>,
+        configurations: Vec<crate::cpe::Configuration>,
     },
     /// CVE JSON 5 `containers.*.affected[]`: vendor/product with versions; used when NVD has not
     /// analysed the CVE yet (its backlog), so these CVEs are not silently missed.

@@ -62,7 +62,8 @@ impl SourceKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
     pub kind: SourceKind,
-    /// The path given to `db build` (as given, so the header does not depend on the machine).
+    /// The name of the file or directory given to `db build` (not the whole path, so the same
+    /// data gives the same snapshot on every machine).
     pub path: String,
     pub records: usize,
     /// Newest modification date of any record of this source: how fresh this source is.
@@ -123,7 +124,10 @@ pub fn build(input: &BuildInput, out: &Path) -> Result<Header> {
         }
         infos.push(SourceInfo {
             kind: *kind,
-            path: root.display().to_string(),
+            path: root.file_name().map_or_else(
+                || root.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             records,
             date: newest,
         });
@@ -191,26 +195,18 @@ pub fn keys(adv: &Advisory) -> std::collections::BTreeSet<String> {
     k
 }
 
-fn collect_criteria_products(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            if let Some(c) = m.get("criteria").and_then(|c| c.as_str()) {
-                // Only vulnerable matches name what is affected; platform CPEs (vulnerable:
-                // false) just qualify, and indexing them would parse every Linux-only CVE.
-                let vulnerable = m
-                    .get("vulnerable")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(true);
-                if vulnerable && let Some((_, p)) = crate::inventory::cpe_vendor_product(c) {
-                    out.insert(p.to_lowercase());
-                }
-            }
-            for x in m.values() {
-                collect_criteria_products(x, out);
-            }
+fn collect_criteria_products(
+    cfg: &crate::cpe::Configuration,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    for m in cfg.nodes.iter().flat_map(|n| &n.cpe_match) {
+        // Only vulnerable criteria name what is affected; platform CPEs (vulnerable: false)
+        // just qualify, and indexing them would parse every Linux-only CVE for every scan.
+        if m.vulnerable
+            && let Some((_, p)) = crate::inventory::cpe_vendor_product(&m.criteria)
+        {
+            out.insert(p.to_lowercase());
         }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_criteria_products(x, out)),
-        _ => {}
     }
 }
 

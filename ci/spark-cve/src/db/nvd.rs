@@ -33,16 +33,10 @@ pub fn parse(path: &Path, doc: &Value) -> Result<Vec<Advisory>> {
         if cve.get("vulnStatus").and_then(Value::as_str) == Some("Rejected") {
             continue;
         }
-        let configurations = match cve.get("configurations") {
+        let configurations: Vec<crate::cpe::Configuration> = match cve.get("configurations") {
             None => Vec::new(),
-            Some(Value::Array(a)) => a.clone(),
-            Some(_) => {
-                return Err(Error::invalid(
-                    path,
-                    format!("{place}/configurations"),
-                    "not an array",
-                ));
-            }
+            Some(c) => serde_json::from_value(c.clone())
+                .map_err(|e| Error::invalid(path, format!("{place}/configurations ({id})"), e))?,
         };
         let affected = if configurations.is_empty() {
             Vec::new()

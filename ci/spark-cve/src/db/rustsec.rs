@@ -24,7 +24,7 @@ struct Front {
 struct Meta {
     id: String,
     package: String,
-    date: toml::value::Datetime,
+    date: String,
     #[serde(default)]
     aliases: Vec<String>,
     #[serde(default)]
@@ -32,7 +32,7 @@ struct Meta {
     #[serde(default)]
     informational: Option<String>,
     #[serde(default)]
-    withdrawn: Option<toml::value::Datetime>,
+    withdrawn: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,8 +99,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Option<Advisory>> {
         id: m.id,
         aliases: m.aliases,
         summary: title,
-        published: Some(m.date.to_string()),
-        modified: Some(m.date.to_string()),
+        published: Some(m.date.clone()),
+        modified: Some(m.date),
         cvss,
         informational: m.informational,
         affected: vec![Affected::Rustsec {
