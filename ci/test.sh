@@ -16,3 +16,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== spark-cve gate over our own Cargo.lock (committed fixture snapshot)"
+# --now pins the fixture snapshot's age: it is test data, not a feed that goes stale.
+cargo run -q --locked -p spark-cve -- scan --cargo-lock Cargo.lock \
+  --db ci/spark-cve/tests/data/snapshot.jsonl --now 2026-11-25
