@@ -12,10 +12,10 @@ use std::io::{Read, Seek, Write};
 pub const MAX_VERSION_LEN: usize = 64;
 /// Longest human-readable detail in a [`Nack`] or [`CommandResult`].
 pub const MAX_DETAIL_LEN: usize = 255;
-/// Largest signed release manifest an [`Command::UpdateAvailable`] may carry. The manifest is
+/// Largest signed release manifest an [`CommandKind::UpdateAvailable`] may carry. The manifest is
 /// opaque here (the `spark-release` crate defines it); the cap bounds what a gateway allocates.
 pub const MAX_MANIFEST_LEN: usize = 64 * 1024;
-/// Largest configuration document a [`Command::SetConfig`] may carry.
+/// Largest configuration document a [`CommandKind::SetConfig`] may carry.
 pub const MAX_CONFIG_LEN: usize = 64 * 1024;
 
 /// Protocol versions this build speaks, negotiated by [`Hello`]/[`Welcome`].
@@ -57,7 +57,7 @@ pub struct Welcome {
     /// Cloud time, unix seconds: the gateway corrects its clock drift against it.
     pub server_time: u64,
     /// Version of the configuration the cloud wants the gateway to run; a differing gateway
-    /// expects a [`Command::SetConfig`].
+    /// expects a [`CommandKind::SetConfig`].
     pub config_version: u32,
     /// Roster version the cloud holds for this gateway; if it differs from the gateway's, the
     /// gateway sends a [`crate::Roster`] before any readings.
@@ -83,11 +83,11 @@ pub enum BootSlot {
 pub struct Capabilities(pub u32);
 
 impl Capabilities {
-    /// The gateway executes [`Command::UpdateAvailable`] (has `spark-updated`).
+    /// The gateway executes [`CommandKind::UpdateAvailable`] (has `spark-updated`).
     pub const UPDATES: Capabilities = Capabilities(1 << 0);
     /// The gateway sends [`Event`]s.
     pub const EVENTS: Capabilities = Capabilities(1 << 1);
-    /// The gateway applies [`Command::SetConfig`].
+    /// The gateway applies [`CommandKind::SetConfig`].
     pub const CONFIG: Capabilities = Capabilities(1 << 2);
 
     /// Whether every bit of `other` is set.
