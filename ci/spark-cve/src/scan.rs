@@ -45,11 +45,45 @@ struct Platform {
     entries: Vec<cpe::Component>,
     /// `entries[i]` belongs to `inv.components[owner[i]]`.
     owner: Vec<usize>,
+    /// Lower-cased product → indices into `entries`.
+    by_product: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl Platform {
+    /// Indices of the entries a configuration's criteria can name (all of them when a criteria's
+    /// product is a wildcard pattern), sorted.
+    fn subset(&self, configurations: &[cpe::Configuration]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for m in configurations
+            .iter()
+            .flat_map(|c| &c.nodes)
+            .flat_map(|n| &n.cpe_match)
+        {
+            let product = m
+                .criteria
+                .parse::<Cpe>()
+                .ok()
+                .map(|c| c.product.to_lowercase());
+            match product {
+                Some(p) if !p.contains(['*', '?']) => {
+                    out.extend(self.by_product.get(&p).into_iter().flatten().copied());
+                }
+                // Unreadable criteria (the logic makes it undecidable) or a wildcard product.
+                _ => return (0..self.entries.len()).collect(),
+            }
+        }
+        // Entries whose own product is unknown ("*") can match any criteria.
+        out.extend(self.by_product.get("*").into_iter().flatten().copied());
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 fn platform(inv: &Inventory) -> Platform {
     let mut entries = Vec::new();
     let mut owner = Vec::new();
+    let mut by_product: std::collections::HashMap<String, Vec<usize>> = Default::default();
     for (ci, c) in inv.components.iter().enumerate() {
         if c.origin == Origin::Crate {
             continue;
@@ -73,6 +107,10 @@ fn platform(inv: &Inventory) -> Platform {
             }
         }
         for cpe in cpes {
+            by_product
+                .entry(cpe.product.to_lowercase())
+                .or_default()
+                .push(entries.len());
             entries.push(cpe::Component {
                 cpe,
                 ecosystem: c.ecosystem(),
@@ -80,7 +118,11 @@ fn platform(inv: &Inventory) -> Platform {
             owner.push(ci);
         }
     }
-    Platform { entries, owner }
+    Platform {
+        entries,
+        owner,
+        by_product,
+    }
 }
 
 /// One match result under construction.
@@ -159,13 +201,22 @@ pub fn scan(inv: &Inventory, advisories: &[Advisory]) -> Vec<Finding> {
                     }
                 }
                 Affected::Nvd { configurations } => {
-                    let e = cpe::evaluate_any(configurations, &platform.entries);
+                    // Only components whose product some criteria names can match it, so the
+                    // configuration logic runs on that subset: same answer, far less work on a
+                    // 1,000-package image.
+                    let subset = platform.subset(configurations);
+                    let entries: Vec<cpe::Component> = subset
+                        .iter()
+                        .map(|&i| platform.entries[i].clone())
+                        .collect();
+                    let e = cpe::evaluate_any(configurations, &entries);
+                    let owner = |i: usize| platform.owner[subset[i]];
                     let mut owners: Vec<(usize, Tri)> = Vec::new();
                     match e.result {
                         Tri::No => {}
                         Tri::Yes => {
                             for &i in &e.vulnerable_components {
-                                owners.push((platform.owner[i], Tri::Yes));
+                                owners.push((owner(i), Tri::Yes));
                             }
                         }
                         Tri::Undecidable => {
@@ -174,7 +225,7 @@ pub fn scan(inv: &Inventory, advisories: &[Advisory]) -> Vec<Finding> {
                                 .iter()
                                 .chain(&e.undecidable_components)
                             {
-                                owners.push((platform.owner[i], Tri::Undecidable));
+                                owners.push((owner(i), Tri::Undecidable));
                             }
                         }
                     }

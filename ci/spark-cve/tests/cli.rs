@@ -113,3 +113,12 @@ fn exit_codes_and_reports() {
     let out = spark_cve(&["scan", "--db", p(&snap)]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The policy and triage files the release pipeline (ci/release.gitlab-ci.yml) uses must parse.
+#[test]
+fn release_pipeline_config_and_triage_files_parse() {
+    let ci = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let c = spark_cve::report::Config::load(&ci.join("spark-cve.toml")).unwrap();
+    assert_eq!(c.policy.fail_cvss, 7.0);
+    spark_cve::triage::read_vex(&ci.join("triage/spark.openvex.json")).unwrap();
+}
