@@ -28,6 +28,8 @@ pub struct ScanRequest {
     pub cargo_locks: Vec<PathBuf>,
     pub sboms: Vec<PathBuf>,
     pub kernel_version: Option<String>,
+    /// Folders of patch files per recipe (`DIR/<recipe>/*.patch`), read for `CVE:` lines.
+    pub patch_dirs: Vec<PathBuf>,
     pub vex: Vec<PathBuf>,
     pub baseline: Option<PathBuf>,
     pub policy: report::Policy,
@@ -51,6 +53,10 @@ pub fn run_scan(req: &ScanRequest) -> Result<report::Report> {
     if let Some(v) = &req.kernel_version {
         inv.add_kernel(v);
         inputs.push(format!("kernel {v}"));
+    }
+    for p in &req.patch_dirs {
+        inv.add_patch_dir(p)?;
+        inputs.push(p.display().to_string());
     }
     inv.finish();
     let mut statements = Vec::new();

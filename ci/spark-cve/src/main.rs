@@ -48,6 +48,9 @@ struct ScanArgs {
     /// The image's kernel version, when no SBOM names it.
     #[arg(long)]
     kernel_version: Option<String>,
+    /// Folder of patch files per recipe (DIR/<recipe>/*.patch), read for `CVE:` lines (repeatable).
+    #[arg(long = "patch-dir")]
+    patch_dirs: Vec<PathBuf>,
     /// Triage file: OpenVEX or CycloneDX VEX (repeatable).
     #[arg(long)]
     vex: Vec<PathBuf>,
@@ -188,6 +191,7 @@ fn scan(a: ScanArgs) -> anyhow::Result<u8> {
         cargo_locks: a.cargo_locks,
         sboms: a.sboms,
         kernel_version: a.kernel_version,
+        patch_dirs: a.patch_dirs,
         vex: a.vex,
         baseline: a.baseline,
         policy,

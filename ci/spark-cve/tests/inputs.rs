@@ -169,3 +169,26 @@ fn bad_inputs_name_file_and_place() {
         "{e}"
     );
 }
+
+#[test]
+fn patch_dir_cve_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, sbom) = common::write_inventory(dir.path());
+    let patches = dir.path().join("patches");
+    common::write(
+        &patches.join("openssl/0001-fix-x509.patch"),
+        "From 1234 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] fix x509\n\nUpstream-Status: Backport\nCVE: CVE-2024-0006 CVE-2024-0007\n---\n",
+    );
+    common::write(&patches.join("openssl/CVE-2024-0008.patch"), "no header\n");
+    let mut inv = Inventory::default();
+    inv.add_sbom(&sbom).unwrap();
+    inv.add_patch_dir(&patches).unwrap();
+    let o = inv.components.iter().find(|c| c.name == "openssl").unwrap();
+    assert_eq!(o.patches, ["0001-fix-x509.patch", "CVE-2024-0008.patch"]);
+    let fixed: Vec<&str> = o.evidence.keys().map(String::as_str).collect();
+    assert_eq!(fixed, ["CVE-2024-0006", "CVE-2024-0007", "CVE-2024-0008"]);
+    assert_eq!(
+        o.evidence["CVE-2024-0006"].detail,
+        "patch 0001-fix-x509.patch (CVE: line)"
+    );
+}

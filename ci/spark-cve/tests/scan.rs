@@ -39,6 +39,7 @@ fn request(dir: &Path) -> ScanRequest {
         cargo_locks: vec![lock],
         sboms: vec![sbom],
         kernel_version: None,
+        patch_dirs: Vec::new(),
         vex: vec![common::write_openvex(dir), common::write_cyclonedx(dir)],
         baseline: None,
         policy: Policy::default(),

@@ -70,6 +70,73 @@ impl Inventory {
         self.components.push(c);
     }
 
+    /// Reads patch files under `dir/<recipe>/` (e.g. a layer's `recipes-*/<recipe>/files`
+    /// collected per recipe) and records, for the component named `<recipe>`, every CVE that a
+    /// patch's `CVE:` header line or file name names as fixed: the convention Yocto's cve-check
+    /// follows (`CVE: CVE-2024-1234 CVE-2024-5678` in the patch header).
+    pub fn add_patch_dir(&mut self, dir: &Path) -> Result<()> {
+        let read_dir = |d: &Path| {
+            std::fs::read_dir(d).map_err(|source| Error::Read {
+                path: d.into(),
+                source,
+            })
+        };
+        let mut recipes: Vec<_> = read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
+        recipes.sort();
+        for recipe_dir in recipes.into_iter().filter(|p| p.is_dir()) {
+            let recipe = recipe_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut files: Vec<_> = read_dir(&recipe_dir)?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .collect();
+            files.sort();
+            let targets: Vec<usize> = (0..self.components.len())
+                .filter(|&i| self.components[i].name == recipe)
+                .collect();
+            if targets.is_empty() {
+                tracing::warn!(recipe, dir = %recipe_dir.display(), "patches for a recipe not in the inventory");
+                continue;
+            }
+            for f in files.into_iter().filter(|p| p.is_file()) {
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                // Patches may hold binary hunks: read bytes, look at text lines only.
+                let bytes = std::fs::read(&f).map_err(|source| Error::Read {
+                    path: f.clone(),
+                    source,
+                })?;
+                let text = String::from_utf8_lossy(&bytes);
+                let mut cves = Vec::new();
+                for line in text.lines() {
+                    if let Some(rest) = line.strip_prefix("CVE:") {
+                        cves.extend(crate::model::cve_ids_in(rest));
+                    }
+                }
+                for &i in &targets {
+                    let c = &mut self.components[i];
+                    c.add_patch(&name);
+                    for cve in &cves {
+                        c.evidence
+                            .entry(cve.clone())
+                            .or_insert_with(|| crate::model::Evidence {
+                                status: crate::model::SbomStatus::Fixed,
+                                detail: format!("patch {name} (CVE: line)"),
+                            });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Drops version-less crates that a `Cargo.lock` lists with a version, and exact duplicates
     /// (the same recipe read from two SBOM documents).
     pub fn finish(&mut self) {
