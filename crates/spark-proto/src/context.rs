@@ -88,6 +88,12 @@ pub enum ExpandError {
     Overflow { meter: u32 },
     #[error("timestamp of meter {meter} in interval {interval} is outside the u64 range")]
     BadTimestamp { meter: u32, interval: usize },
+    /// The batch breaks an invariant `decode` enforces (only possible for a batch built by hand).
+    #[error("inconsistent batch in interval {interval}: {reason}")]
+    Inconsistent {
+        interval: usize,
+        reason: &'static str,
+    },
 }
 
 impl ExpandError {
@@ -96,9 +102,9 @@ impl ExpandError {
         match self {
             ExpandError::RosterMismatch { .. } => crate::NackCode::RosterMismatch,
             ExpandError::NoReference { .. } => crate::NackCode::ResyncRequired,
-            ExpandError::Overflow { .. } | ExpandError::BadTimestamp { .. } => {
-                crate::NackCode::Malformed
-            }
+            ExpandError::Overflow { .. }
+            | ExpandError::BadTimestamp { .. }
+            | ExpandError::Inconsistent { .. } => crate::NackCode::Malformed,
         }
     }
 }
@@ -292,15 +298,23 @@ impl CodecContext {
             let scheduled = (i as u64)
                 .checked_mul(u64::from(batch.interval_secs))
                 .and_then(|d| d.checked_add(batch.interval_start));
+            let bad = |reason| ExpandError::Inconsistent {
+                interval: i,
+                reason,
+            };
+            if iv.values.len() + iv.exceptions.len() != iv.present.len() {
+                return Err(bad("values + exceptions != present meters"));
+            }
             let mut values = iv.values.iter();
             let mut exceptions = iv.exceptions.iter().peekable();
             for &meter in &iv.present {
                 let (abs, value, offset) = match exceptions.next_if(|e| e.meter == meter) {
                     Some(e) => (e.absolute, e.value, e.time_offset),
-                    // The decoder checked values + exceptions == present.
-                    None => (iv.absolute, *values.next().unwrap_or(&0), 0),
+                    None => (iv.absolute, *values.next().ok_or(bad("too few values"))?, 0),
                 };
-                let slot = &mut last[meter as usize];
+                let slot = last
+                    .get_mut(meter as usize)
+                    .ok_or(bad("meter index beyond the roster"))?;
                 let wh = if abs {
                     value
                 } else {
@@ -317,6 +331,11 @@ impl CodecContext {
                     timestamp,
                     wh,
                 });
+            }
+            if exceptions.next().is_some() {
+                return Err(bad(
+                    "exception for a meter that is not present, or out of order",
+                ));
             }
         }
         self.last = last;

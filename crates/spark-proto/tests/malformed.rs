@@ -447,3 +447,31 @@ fn build_errors() {
         Err(BuildError::TooManyIntervals { needed: 97 })
     );
 }
+
+#[test]
+fn expand_refuses_hand_built_inconsistent_batches() {
+    let mut ctx = CodecContext::new(1, 2);
+    let batch = |present: Vec<u32>, values: Vec<u64>| ReadingsBatch {
+        seq: 1,
+        sync: true,
+        roster_version: 1,
+        roster_len: 2,
+        interval_start: 0,
+        interval_secs: 900,
+        intervals: vec![IntervalReadings {
+            absolute: true,
+            present,
+            exceptions: vec![],
+            values,
+        }],
+    };
+    assert!(matches!(
+        ctx.expand(&batch(vec![0, 7], vec![1, 2])),
+        Err(ExpandError::Inconsistent { .. })
+    ));
+    assert!(matches!(
+        ctx.expand(&batch(vec![0, 1], vec![1])),
+        Err(ExpandError::Inconsistent { .. })
+    ));
+    assert_eq!(ctx.expand(&batch(vec![0, 1], vec![1, 2])).unwrap().len(), 2);
+}

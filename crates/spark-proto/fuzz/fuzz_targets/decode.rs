@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     let checked = check(data);
     match decode(data) {
         Ok((msg, used)) => {
-            assert_eq!(checked, Ok(used), "check and decode disagree on the frame length");
+            assert_eq!(
+                checked,
+                Ok(used),
+                "check and decode disagree on the frame length"
+            );
             let mut again = Vec::new();
             encode(&msg, &mut again).expect("a decoded message re-encodes");
             let (back, _) = decode(&again).expect("a re-encoded message decodes");
