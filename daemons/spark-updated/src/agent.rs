@@ -1,0 +1,629 @@
+//! The update agent's state machine: offer → download → verify → install → reboot → health
+//! check → commit, persisted before every step (see [`crate::store`]) so that a restart at any
+//! point resumes the step or fails cleanly, and reported to the OTA server on every transition.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use hyper::Uri;
+use rauc_client::RaucError;
+use spark_dbus::UpdateState;
+use spark_dbus::report::{Reason, StatusReport};
+use spark_release::{
+    Policy, ReleaseError, ReleaseManifest, SignedRelease, Timestamp, TrustedKeys, Version,
+};
+use tokio::sync::watch;
+
+use crate::download::{self, DownloadError, DownloadOptions};
+use crate::https::{HttpError, HttpsClient};
+use crate::store::{Persisted, Phase, Store, StoreError};
+use crate::system::{HealthCheck, Rauc, Reboot, RebootError, Reporter};
+
+/// Largest signed release document the agent accepts from the server (JSON form is ~1 KiB).
+const MAX_RELEASE_DOC: usize = 64 << 10;
+
+/// What the agent shows on D-Bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: UpdateState,
+    pub progress: u32,
+    pub current_version: String,
+    pub pending_version: String,
+    pub last_error: String,
+}
+
+/// How a call into the agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do.
+    Idle,
+    /// The server offers nothing newer (or only releases already refused).
+    UpToDate,
+    /// A reboot was requested; the process should wait to be stopped.
+    RebootRequested,
+    /// The new slot is healthy and marked good.
+    Committed { version: String },
+    /// The update failed; the device stays on (or went back to) a good slot.
+    Failed { reason: Reason, message: String },
+}
+
+/// Errors that stop the agent itself (as opposed to failing one update, which is an
+/// [`Outcome::Failed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("RAUC: {0}")]
+    Rauc(#[from] RaucError),
+    #[error(transparent)]
+    Reboot(#[from] RebootError),
+    #[error("polling the OTA server: {0}")]
+    Poll(#[from] HttpError),
+    #[error(
+        "OTA server answered {status} to {url}: check the server and this device's registration"
+    )]
+    PollStatus {
+        url: String,
+        status: hyper::StatusCode,
+    },
+}
+
+/// Settings the agent needs (resolved from [`crate::config::Config`]).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub device: String,
+    pub data_dir: PathBuf,
+    /// OTA server base URL, e.g. `https://ota:8443`.
+    pub server: String,
+    pub factory_version: String,
+    pub download: DownloadOptions,
+}
+
+/// The agent. Generic over the systems it drives so tests can substitute any of them.
+pub struct Agent<R, B, H, P> {
+    settings: Settings,
+    client: HttpsClient,
+    keys: TrustedKeys,
+    rauc: R,
+    reboot: B,
+    health: H,
+    reporter: P,
+    store: Store,
+    persisted: Persisted,
+    status: watch::Sender<Status>,
+}
+
+impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
+    /// Loads the persisted state from `settings.data_dir` (created if missing).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        settings: Settings,
+        client: HttpsClient,
+        keys: TrustedKeys,
+        rauc: R,
+        reboot: B,
+        health: H,
+        reporter: P,
+    ) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StoreError::Io {
+            action: "create",
+            path: settings.data_dir.clone(),
+            source,
+        })?;
+        let store = Store::new(&settings.data_dir);
+        let persisted = store.load()?;
+        let status = watch::Sender::new(Status {
+            state: persisted.phase.state(),
+            progress: 0,
+            current_version: persisted
+                .current_version
+                .clone()
+                .unwrap_or_else(|| settings.factory_version.clone()),
+            pending_version: String::new(),
+            last_error: persisted.last_error.clone().unwrap_or_default(),
+        });
+        Ok(Self {
+            settings,
+            client,
+            keys,
+            rauc,
+            reboot,
+            health,
+            reporter,
+            store,
+            persisted,
+            status,
+        })
+    }
+
+    /// Follows the agent's status (for the D-Bus service).
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// The persisted state.
+    pub fn persisted(&self) -> &Persisted {
+        &self.persisted
+    }
+
+    /// The running slot's version: what RAUC recorded for the booted slot, else what the agent
+    /// last committed, else the configured factory version.
+    pub async fn current_version(&self) -> Result<String, AgentError> {
+        Ok(match self.rauc.booted_version().await? {
+            Some(v) => v,
+            None => self
+                .persisted
+                .current_version
+                .clone()
+                .unwrap_or_else(|| self.settings.factory_version.clone()),
+        })
+    }
+
+    /// Picks up where the last run stopped; call once at start.
+    pub async fn resume(&mut self) -> Result<Outcome, AgentError> {
+        let current = self.current_version().await?;
+        self.status.send_modify(|s| s.current_version = current);
+        let phase = self.persisted.phase.clone();
+        let Some(release_json) = phase.release().map(str::to_owned) else {
+            return Ok(Outcome::Idle);
+        };
+        // The release passed every check when it was accepted and was stored by us; its
+        // signature is checked again anyway, because /data is writable by more than the agent.
+        let manifest = match SignedRelease::from_json(&release_json)
+            .map_err(ReleaseError::from)
+            .and_then(|r| r.verify_signature(&self.keys).cloned())
+        {
+            Ok(m) => m,
+            Err(e) => {
+                return self
+                    .fail(
+                        phase.state(),
+                        Reason::Internal,
+                        None,
+                        format!("stored release unusable: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let version = manifest.version.to_string();
+        self.status
+            .send_modify(|s| s.pending_version = version.clone());
+        match phase {
+            Phase::Idle => Ok(Outcome::Idle),
+            Phase::Downloading { .. } | Phase::Installing { .. } => {
+                self.report(
+                    phase.state(),
+                    phase.state(),
+                    Reason::Resumed,
+                    Some(&version),
+                    None,
+                )
+                .await?;
+                self.process(release_json, manifest).await
+            }
+            Phase::Installed { from_slot, .. } => {
+                self.request_reboot(release_json, from_slot, &version).await
+            }
+            Phase::Rebooting { from_slot, .. } => self.after_boot(&from_slot, &manifest).await,
+        }
+    }
+
+    /// Handles a signed release pushed by uplinkd (wire or JSON form).
+    pub async fn offer(&mut self, signed: &[u8]) -> Result<Outcome, AgentError> {
+        if self.persisted.phase != Phase::Idle {
+            return Ok(Outcome::Idle);
+        }
+        let from = self.status.borrow().state;
+        let release = match SignedRelease::parse(signed) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = ReleaseError::from(e);
+                return self
+                    .fail(
+                        from,
+                        Reason::ReleaseRejected,
+                        None,
+                        format!("{}: {e}", e.code()),
+                    )
+                    .await;
+            }
+        };
+        let current = self.current_version().await?;
+        let compatible = self.rauc.compatible().await?;
+        let installed = Version::parse(&current).ok();
+        let mut policy = Policy::new(Timestamp::now()).with_compatible(compatible);
+        if let Some(v) = installed {
+            policy = policy.with_installed_version(v);
+        }
+        let version = release.manifest().version.to_string();
+        let manifest = match release.verify(&self.keys, &policy) {
+            Ok(m) => m.clone(),
+            Err(ReleaseError::NotNewer { .. }) if from == UpdateState::Checking => {
+                self.report(from, UpdateState::Idle, Reason::UpToDate, None, None)
+                    .await?;
+                return Ok(Outcome::UpToDate);
+            }
+            Err(e) => {
+                return self
+                    .fail(
+                        from,
+                        Reason::ReleaseRejected,
+                        Some(&version),
+                        format!("{}: {e}", e.code()),
+                    )
+                    .await;
+            }
+        };
+        if self.persisted.refused.contains(&version) {
+            tracing::info!(%version, "release was refused before; not trying it again");
+            self.set_state(UpdateState::Idle);
+            return Ok(Outcome::UpToDate);
+        }
+        self.persisted.phase = Phase::Downloading {
+            release: release.to_json(),
+        };
+        self.status
+            .send_modify(|s| s.pending_version = version.clone());
+        self.report(
+            from,
+            UpdateState::Downloading,
+            Reason::Offered,
+            Some(&version),
+            None,
+        )
+        .await?;
+        self.process(release.to_json(), manifest).await
+    }
+
+    /// Asks the OTA server for the release meant for this device: `GET
+    /// {server}/v1/devices/{device}/release` answers 200 with a signed release (JSON or wire
+    /// form) or 204 when there is none.
+    pub async fn check_now(&mut self) -> Result<Outcome, AgentError> {
+        if self.persisted.phase != Phase::Idle {
+            return Ok(Outcome::Idle);
+        }
+        let url = format!(
+            "{}/v1/devices/{}/release",
+            self.settings.server, self.settings.device
+        );
+        let uri: Uri = url.parse().map_err(|_| HttpError::Url {
+            url: url.clone(),
+            reason: "not a URI",
+        })?;
+        self.set_state(UpdateState::Checking);
+        let answer = self.client.get_small(&uri, MAX_RELEASE_DOC).await;
+        let (status, body) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.set_state(UpdateState::Idle);
+                return Err(e.into());
+            }
+        };
+        match status {
+            hyper::StatusCode::OK => self.offer(&body).await,
+            hyper::StatusCode::NO_CONTENT | hyper::StatusCode::NOT_FOUND => {
+                self.set_state(UpdateState::Idle);
+                Ok(Outcome::UpToDate)
+            }
+            status => {
+                self.set_state(UpdateState::Idle);
+                Err(AgentError::PollStatus { url, status })
+            }
+        }
+    }
+
+    fn bundle_path(&self, manifest: &ReleaseManifest) -> PathBuf {
+        // Named by content so a leftover `.part` is only ever resumed for the same bundle.
+        self.settings.data_dir.join(format!(
+            "bundle-{}.raucb",
+            &hex::encode(manifest.bundle_sha256)[..16]
+        ))
+    }
+
+    /// Download, verify, install, reboot.
+    async fn process(
+        &mut self,
+        release_json: String,
+        manifest: ReleaseManifest,
+    ) -> Result<Outcome, AgentError> {
+        let version = manifest.version.to_string();
+        if !matches!(self.persisted.phase, Phase::Installing { .. }) {
+            self.persisted.phase = Phase::Downloading {
+                release: release_json.clone(),
+            };
+            self.store.save(&self.persisted)?;
+        }
+        self.set_state(UpdateState::Downloading);
+        let dest = self.bundle_path(&manifest);
+        let urls = self.locations(&manifest);
+        let mut result = Err(DownloadError::NoLocation);
+        for url in &urls {
+            let status = self.status.clone();
+            result = download::download(
+                &self.client,
+                url,
+                &manifest,
+                &dest,
+                &self.settings.download,
+                move |have, total| {
+                    let percent = (have.saturating_mul(100) / total.max(1)) as u32;
+                    status.send_if_modified(|s| {
+                        let changed = s.progress != percent;
+                        s.progress = percent;
+                        changed
+                    });
+                },
+            )
+            .await;
+            match &result {
+                Ok(_) => break,
+                // Another location may hold the right file or be reachable.
+                Err(DownloadError::Exhausted { .. } | DownloadError::Status { .. }) => continue,
+                Err(_) => break,
+            }
+        }
+        let summary = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = match &e {
+                    DownloadError::NoSpace { .. } => Reason::NoSpace,
+                    DownloadError::DigestMismatch { .. } | DownloadError::SizeMismatch { .. } => {
+                        self.persisted.refused.push(version.clone());
+                        Reason::DigestMismatch
+                    }
+                    _ => Reason::DownloadFailed,
+                };
+                return self
+                    .fail(
+                        UpdateState::Downloading,
+                        reason,
+                        Some(&version),
+                        e.to_string(),
+                    )
+                    .await;
+            }
+        };
+        tracing::info!(
+            version,
+            resumed_from = summary.resumed_from,
+            fetched = summary.fetched,
+            requests = summary.requests,
+            "bundle downloaded and verified"
+        );
+        self.report(
+            UpdateState::Downloading,
+            UpdateState::Verifying,
+            Reason::Downloaded,
+            Some(&version),
+            Some(format!(
+                "resumed from {} bytes, fetched {} bytes in {} requests",
+                summary.resumed_from, summary.fetched, summary.requests
+            )),
+        )
+        .await?;
+
+        self.persisted.phase = Phase::Installing {
+            release: release_json.clone(),
+        };
+        self.report(
+            UpdateState::Verifying,
+            UpdateState::Installing,
+            Reason::Verified,
+            Some(&version),
+            None,
+        )
+        .await?;
+        let from_slot = self.rauc.booted_slot().await?;
+        let status = self.status.clone();
+        status.send_modify(|s| s.progress = 0);
+        let installed = self
+            .rauc
+            .install(&summary.path, &mut |percent| {
+                status.send_if_modified(|s| {
+                    let changed = s.progress != percent;
+                    s.progress = percent;
+                    changed
+                });
+            })
+            .await;
+        // Installed or not, the file is of no further use and /data is small.
+        let _ = tokio::fs::remove_file(&summary.path).await;
+        if let Err(e) = installed {
+            self.persisted.refused.push(version.clone());
+            return self
+                .fail(
+                    UpdateState::Installing,
+                    Reason::InstallFailed,
+                    Some(&version),
+                    e.to_string(),
+                )
+                .await;
+        }
+        self.persisted.phase = Phase::Installed {
+            release: release_json.clone(),
+            from_slot: from_slot.clone(),
+        };
+        self.report(
+            UpdateState::Installing,
+            UpdateState::Rebooting,
+            Reason::Installed,
+            Some(&version),
+            None,
+        )
+        .await?;
+        self.request_reboot(release_json, from_slot, &version).await
+    }
+
+    fn locations(&self, manifest: &ReleaseManifest) -> Vec<Uri> {
+        let mut urls: Vec<Uri> = manifest
+            .locations
+            .iter()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        let by_hash = format!(
+            "{}/v1/bundles/{}",
+            self.settings.server,
+            hex::encode(manifest.bundle_sha256)
+        );
+        if let Ok(u) = by_hash.parse() {
+            urls.push(u);
+        }
+        urls
+    }
+
+    async fn request_reboot(
+        &mut self,
+        release_json: String,
+        from_slot: String,
+        version: &str,
+    ) -> Result<Outcome, AgentError> {
+        self.persisted.phase = Phase::Rebooting {
+            release: release_json,
+            from_slot,
+        };
+        self.store.save(&self.persisted)?;
+        self.set_state(UpdateState::Rebooting);
+        tracing::info!(version, "rebooting into the new slot");
+        self.reboot.reboot().await?;
+        Ok(Outcome::RebootRequested)
+    }
+
+    /// After the reboot that should have started the new slot.
+    async fn after_boot(
+        &mut self,
+        from_slot: &str,
+        manifest: &ReleaseManifest,
+    ) -> Result<Outcome, AgentError> {
+        let version = manifest.version.to_string();
+        let booted = self.rauc.booted_slot().await?;
+        if booted == from_slot {
+            // The bootloader fell back: attempts ran out, or the slot was marked bad.
+            self.persisted.refused.push(version.clone());
+            return self
+                .fail(
+                    UpdateState::Rebooting,
+                    Reason::RolledBack,
+                    Some(&version),
+                    format!("slot {booted} is running again: the new slot did not boot or was marked bad"),
+                )
+                .await;
+        }
+        self.report(
+            UpdateState::Rebooting,
+            UpdateState::CheckingHealth,
+            Reason::Booted,
+            Some(&version),
+            Some(format!("booted slot {booted}")),
+        )
+        .await?;
+        if let Err(why) = self.health.check().await {
+            tracing::warn!(%why, "health check failed; marking the slot bad and rebooting");
+            self.rauc.mark_booted(false).await?;
+            self.persisted.refused.push(version.clone());
+            let outcome = self
+                .fail(
+                    UpdateState::CheckingHealth,
+                    Reason::HealthFailed,
+                    Some(&version),
+                    why,
+                )
+                .await?;
+            self.reboot.reboot().await?;
+            let _ = outcome;
+            return Ok(Outcome::RebootRequested);
+        }
+        self.report(
+            UpdateState::CheckingHealth,
+            UpdateState::Committing,
+            Reason::Healthy,
+            Some(&version),
+            None,
+        )
+        .await?;
+        self.rauc.mark_booted(true).await?;
+        self.persisted.phase = Phase::Idle;
+        self.persisted.current_version = Some(version.clone());
+        self.persisted.last_error = None;
+        self.status.send_modify(|s| {
+            s.current_version = version.clone();
+            s.pending_version.clear();
+            s.last_error.clear();
+            s.progress = 100;
+        });
+        self.report(
+            UpdateState::Committing,
+            UpdateState::Idle,
+            Reason::Committed,
+            Some(&version),
+            None,
+        )
+        .await?;
+        Ok(Outcome::Committed { version })
+    }
+
+    /// Ends the update as failed: back to idle (persisted), error recorded and reported.
+    async fn fail(
+        &mut self,
+        from: UpdateState,
+        reason: Reason,
+        version: Option<&str>,
+        message: String,
+    ) -> Result<Outcome, AgentError> {
+        tracing::warn!(%reason, %message, "update failed");
+        self.persisted.phase = Phase::Idle;
+        let last = format!("{reason}: {message}");
+        self.persisted.last_error = Some(last.clone());
+        self.status.send_modify(|s| {
+            s.last_error = last;
+            s.pending_version.clear();
+        });
+        self.report(
+            from,
+            UpdateState::Failed,
+            reason,
+            version,
+            Some(message.clone()),
+        )
+        .await?;
+        Ok(Outcome::Failed { reason, message })
+    }
+
+    fn set_state(&self, state: UpdateState) {
+        self.status.send_if_modified(|s| {
+            let changed = s.state != state;
+            s.state = state;
+            changed
+        });
+    }
+
+    /// Persists (with the next sequence number), publishes and reports one transition.
+    async fn report(
+        &mut self,
+        from: UpdateState,
+        to: UpdateState,
+        reason: Reason,
+        version: Option<&str>,
+        detail: Option<String>,
+    ) -> Result<(), AgentError> {
+        self.persisted.seq += 1;
+        self.store.save(&self.persisted)?;
+        self.set_state(to);
+        let report = StatusReport {
+            device: self.settings.device.clone(),
+            seq: self.persisted.seq,
+            at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs(),
+            from,
+            to,
+            reason,
+            current_version: self.status.borrow().current_version.clone(),
+            release_version: version.map(str::to_owned),
+            detail,
+        };
+        tracing::info!(%from, %to, %reason, seq = report.seq, "transition");
+        self.reporter.report(&report).await;
+        Ok(())
+    }
+}
