@@ -88,6 +88,11 @@ pub enum ExpandError {
     Overflow { meter: u32 },
     #[error("timestamp of meter {meter} in interval {interval} is outside the u64 range")]
     BadTimestamp { meter: u32, interval: usize },
+    /// The context was reset (new connection, or after a Nack) and this batch is not a sync batch:
+    /// it was built before the gateway learnt of the reset. Ingest drops it without another Nack;
+    /// the gateway resends it, with the sync flag.
+    #[error("batch {seq} is not a sync batch, and the context awaits one after a reset")]
+    AwaitingSync { seq: u64 },
     /// The batch breaks an invariant `decode` enforces (only possible for a batch built by hand).
     #[error("inconsistent batch in interval {interval}: {reason}")]
     Inconsistent {
@@ -101,7 +106,9 @@ impl ExpandError {
     pub fn nack_code(&self) -> crate::NackCode {
         match self {
             ExpandError::RosterMismatch { .. } => crate::NackCode::RosterMismatch,
-            ExpandError::NoReference { .. } => crate::NackCode::ResyncRequired,
+            ExpandError::NoReference { .. } | ExpandError::AwaitingSync { .. } => {
+                crate::NackCode::ResyncRequired
+            }
             ExpandError::Overflow { .. }
             | ExpandError::BadTimestamp { .. }
             | ExpandError::Inconsistent { .. } => crate::NackCode::Malformed,
@@ -286,6 +293,9 @@ impl CodecContext {
                 context: self.roster_version,
                 context_len: self.roster_len,
             });
+        }
+        if self.pending_sync && !batch.sync {
+            return Err(ExpandError::AwaitingSync { seq: batch.seq });
         }
         // Work on a copy so a bad batch leaves the context as it was (1000 meters: 16 KB).
         let mut last = if batch.sync {

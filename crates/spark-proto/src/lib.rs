@@ -129,8 +129,9 @@
 //! * Both ends call [`CodecContext::reset_session`] on each new connection (the link drops often,
 //!   the gateway may have rebooted). The next batch has the `sync` flag and no references, so its
 //!   intervals are absolute keyframes until every reporting meter has a reference again.
-//! * After a [`Nack`] of a batch both ends reset too; the cloud ignores non-sync batches until the
-//!   resent, sync one arrives (TCP keeps order, so "after" is well defined).
+//! * After a [`Nack`] of a batch both ends reset too. Until the resent, sync batch arrives, the
+//!   cloud's [`CodecContext::expand`] refuses batches with [`ExpandError::AwaitingSync`] and
+//!   ingest drops them without another Nack (TCP keeps order, so "until" is well defined).
 //! * Every [`DEFAULT_KEYFRAME_EVERY`] intervals (daily) the encoder sends a whole interval absolute,
 //!   which bounds any silent divergence to a day.
 //! * A roster change ([`CodecContext::set_roster`]) drops references; a batch built for another

@@ -47,6 +47,15 @@ pub struct Hello {
     pub roster_version: u32,
 }
 
+impl Hello {
+    /// The protocol version to use with this gateway: the highest both sides speak, or `None`
+    /// (answer [`Nack`] with [`NackCode::UnsupportedVersion`] and close).
+    pub fn negotiate(&self) -> Option<u16> {
+        let v = self.max_version.min(PROTOCOL_VERSION);
+        (v >= self.min_version.max(MIN_PROTOCOL_VERSION)).then_some(v)
+    }
+}
+
 /// Cloud → gateway, the answer to [`Hello`] when a common protocol version exists
 /// (otherwise the cloud sends a [`Nack`] with [`NackCode::UnsupportedVersion`] and closes).
 #[derive(Debug, Clone, PartialEq, Eq, DekuRead, DekuWrite)]

@@ -378,26 +378,39 @@ fn expand_errors_leave_the_context_untouched() {
         .unwrap();
     assert!(b1.sync && !b2.sync);
     let mut cloud = CodecContext::new(1, 2);
-    // The cloud missed b1 (say, it Nacked it): b2 has deltas without references.
-    assert_eq!(
-        cloud.expand(&b2),
-        Err(ExpandError::NoReference {
-            meter: 0,
-            interval: 0
-        })
-    );
-    assert_eq!(
-        ExpandError::NoReference {
-            meter: 0,
-            interval: 0
-        }
-        .nack_code(),
-        NackCode::ResyncRequired
-    );
+    // The cloud missed b1 (say, it Nacked it): a fresh context waits for a sync batch.
+    assert_eq!(cloud.expand(&b2), Err(ExpandError::AwaitingSync { seq: 2 }));
     assert_eq!(cloud.expand(&b1).unwrap().len(), 2);
     assert_eq!(
         cloud.expand(&b2).unwrap(),
         vec![s(0, 1800, 15), s(1, 1800, 27)]
+    );
+    // A delta for a meter the session has no reference for is refused, and changes nothing.
+    let mut b3 = b2.clone();
+    b3.seq = 3;
+    b3.intervals[0].present = vec![1];
+    b3.intervals[0].values = vec![5];
+    let mut fresh = CodecContext::new(1, 2);
+    let mut only_meter_0 = b1.clone();
+    only_meter_0.intervals[0].present = vec![0];
+    only_meter_0.intervals[0].values = vec![10];
+    fresh.expand(&only_meter_0).unwrap();
+    let before = format!("{fresh:?}");
+    assert_eq!(
+        fresh.expand(&b3),
+        Err(ExpandError::NoReference {
+            meter: 1,
+            interval: 0
+        })
+    );
+    assert_eq!(format!("{fresh:?}"), before);
+    assert_eq!(
+        ExpandError::NoReference {
+            meter: 1,
+            interval: 0
+        }
+        .nack_code(),
+        NackCode::ResyncRequired
     );
     // A batch for another roster version is refused.
     let mut other = CodecContext::new(2, 2);
@@ -474,4 +487,33 @@ fn expand_refuses_hand_built_inconsistent_batches() {
         Err(ExpandError::Inconsistent { .. })
     ));
     assert_eq!(ctx.expand(&batch(vec![0, 1], vec![1, 2])).unwrap().len(), 2);
+}
+
+#[test]
+fn version_negotiation() {
+    let hello = |min_version, max_version| Hello {
+        max_version,
+        min_version,
+        firmware_version: String::new(),
+        booted_slot: BootSlot::A,
+        last_acked_seq: 0,
+        capabilities: Capabilities::default(),
+        roster_version: 0,
+    };
+    assert_eq!(hello(1, 1).negotiate(), Some(PROTOCOL_VERSION));
+    assert_eq!(
+        hello(1, 9).negotiate(),
+        Some(PROTOCOL_VERSION),
+        "a newer gateway talks our version"
+    );
+    assert_eq!(
+        hello(2, 9).negotiate(),
+        None,
+        "a gateway that dropped our version"
+    );
+    assert_eq!(
+        hello(0, 0).negotiate(),
+        None,
+        "a gateway older than we accept"
+    );
 }
