@@ -17,9 +17,25 @@ struct Lock {
 struct Package {
     name: String,
     version: String,
+    #[serde(default)]
+    source: Option<String>,
 }
 
-/// Parses `Cargo.lock` text. Every package is kept, whatever its source, as cargo-audit does.
+/// Is this a crates.io source (git index or sparse index)?
+fn from_crates_io(source: Option<&str>) -> bool {
+    matches!(
+        source,
+        Some(
+            "registry+https://github.com/rust-lang/crates.io-index"
+                | "sparse+https://index.crates.io/"
+        )
+    )
+}
+
+/// Parses `Cargo.lock` text. Only crates.io packages are components: RustSec and OSV crates.io
+/// advisories are about crates.io names, and cargo-audit skips path (workspace), git and other
+/// registries' packages the same way (`ci/cve-vs-cargo-audit.sh` showed it: a local crate named
+/// like an advisory's must not match).
 pub fn read_cargo_lock(path: &Path, text: &str) -> Result<Vec<Component>> {
     let lock: Lock = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
     if lock.package.is_empty() {
@@ -37,6 +53,10 @@ pub fn read_cargo_lock(path: &Path, text: &str) -> Result<Vec<Component>> {
                 format!("package #{} ({})", i + 1, p.name),
                 format!("version {:?} is not semver", p.version),
             ));
+        }
+        if !from_crates_io(p.source.as_deref()) {
+            tracing::debug!(name = %p.name, source = ?p.source, "not from crates.io: not scanned");
+            continue;
         }
         out.push(Component::new(
             p.name,
@@ -69,7 +89,8 @@ version = "0.1.0"
 dependencies = ["smallvec"]
 "#;
         let c = read_cargo_lock(Path::new("Cargo.lock"), text).unwrap();
-        assert_eq!(c.len(), 2);
+        // spark-cve is a path (workspace) package: not a crates.io crate.
+        assert_eq!(c.len(), 1);
         assert_eq!(c[0].label(), "smallvec@1.6.0");
         assert_eq!(c[0].origin, Origin::Crate);
     }
