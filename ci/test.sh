@@ -18,8 +18,8 @@ echo "== cargo test"
 cargo test --workspace --locked
 echo "== spark-proto fuzz targets build"
 # cargo-fuzz layout outside the workspace; running them needs nightly (cargo +nightly fuzz run decode),
-# building them does not.
-cargo check --manifest-path crates/spark-proto/fuzz/Cargo.toml --locked
+# building them does not (without libFuzzer's C++ runtime, so no g++ is needed).
+cargo check --manifest-path crates/spark-proto/fuzz/Cargo.toml --locked --no-default-features
 echo "== spark-cve gate over our own Cargo.lock (committed fixture snapshot)"
 # --now pins the fixture snapshot's age: it is test data, not a feed that goes stale.
 cargo run -q --locked -p spark-cve -- scan --cargo-lock Cargo.lock \
