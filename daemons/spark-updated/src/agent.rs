@@ -190,6 +190,13 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
             .send_modify(|s| s.pending_version = version.clone());
         match phase {
             Phase::Idle => Ok(Outcome::Idle),
+            Phase::Installing { .. }
+                if self.rauc.booted_version().await?.as_deref() == Some(version.as_str()) =>
+            {
+                // RAUC finished and the device rebooted before the agent recorded it (the
+                // bootloader tries a freshly installed slot first): check and commit it.
+                self.after_boot(None, &manifest).await
+            }
             Phase::Downloading { .. } | Phase::Installing { .. } => {
                 self.report(
                     phase.state(),
@@ -204,7 +211,9 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
             Phase::Installed { from_slot, .. } => {
                 self.request_reboot(release_json, from_slot, &version).await
             }
-            Phase::Rebooting { from_slot, .. } => self.after_boot(&from_slot, &manifest).await,
+            Phase::Rebooting { from_slot, .. } => {
+                self.after_boot(Some(&from_slot), &manifest).await
+            }
         }
     }
 
@@ -491,12 +500,12 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
     /// After the reboot that should have started the new slot.
     async fn after_boot(
         &mut self,
-        from_slot: &str,
+        from_slot: Option<&str>,
         manifest: &ReleaseManifest,
     ) -> Result<Outcome, AgentError> {
         let version = manifest.version.to_string();
         let booted = self.rauc.booted_slot().await?;
-        if booted == from_slot {
+        if Some(booted.as_str()) == from_slot {
             // The bootloader fell back: attempts ran out, or the slot was marked bad.
             self.persisted.refused.push(version.clone());
             return self

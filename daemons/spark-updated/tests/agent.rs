@@ -1,0 +1,440 @@
+//! The agent end to end: the real `rauc service` on a testbed with file-backed A/B slots and a
+//! simulated U-Boot, the stand-in OTA server over mutual TLS, real status reports. A "reboot"
+//! is the testbed's: RAUC is killed, the simulated boot script picks a slot, RAUC starts again,
+//! and a new agent (as after a real boot) resumes from the state it persisted on "/data".
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{COMPATIBLE, OtaServer, Pki, noise, within};
+use rauc_client::RaucClient;
+use spark_dbus::UpdateState;
+use spark_dbus::report::Reason;
+use spark_image::{BuildInput, BuildOptions, BundleFormat, Compression, Signer};
+use spark_release::Version;
+use spark_testbed::{Slot, Testbed, TestbedOptions};
+use spark_updated::download::DownloadOptions;
+use spark_updated::system::{HealthCheck, HttpsReporter, Reboot, RebootError};
+use spark_updated::{Agent, Outcome, Settings};
+
+/// Counts reboot requests; the test then reboots the testbed itself.
+#[derive(Clone, Default)]
+struct TestReboot(Arc<AtomicU32>);
+
+impl Reboot for TestReboot {
+    async fn reboot(&self) -> Result<(), RebootError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct TestHealth(Result<(), String>);
+
+impl HealthCheck for TestHealth {
+    async fn check(&self) -> Result<(), String> {
+        self.0.clone()
+    }
+}
+
+type TestAgent = Agent<RaucClient, TestReboot, TestHealth, HttpsReporter>;
+
+struct Fixture {
+    pki: Pki,
+    server: OtaServer,
+    bed: Testbed,
+    data: PathBuf,
+    reboots: TestReboot,
+    download: DownloadOptions,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let pki = Pki::new();
+        let server = OtaServer::start(&pki).await;
+        let bed =
+            Testbed::start(TestbedOptions::new(COMPATIBLE, pki.pki.keyring())).expect("testbed");
+        let data = pki.dir.path().join("data");
+        Self {
+            pki,
+            server,
+            bed,
+            data,
+            reboots: TestReboot::default(),
+            download: DownloadOptions {
+                backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+                max_attempts: 5,
+                reserve: 0,
+                ..DownloadOptions::default()
+            },
+        }
+    }
+
+    /// A plain bundle with `image` as rootfs, signed by the PKI the testbed trusts.
+    fn bundle(&self, compatible: &str, version: &str, image: &[u8]) -> Vec<u8> {
+        let dir = self.pki.dir.path();
+        let image_path = dir.join(format!("{compatible}-{version}.img"));
+        std::fs::write(&image_path, image).unwrap();
+        let out = dir.join(format!("{compatible}-{version}.raucb"));
+        let _ = std::fs::remove_file(&out);
+        let signer =
+            Signer::load(&self.pki.pki.signer_cert(), &self.pki.pki.signer_key(), &[]).unwrap();
+        spark_image::build(
+            &BuildInput::Rootfs {
+                image: image_path,
+                slot_class: "rootfs".into(),
+                compatible: compatible.into(),
+                version: version.into(),
+                description: None,
+                build: None,
+                format: BundleFormat::Plain,
+            },
+            &out,
+            &BuildOptions {
+                signer: &signer,
+                compression: Compression::Gzip { level: 1 },
+                mtime: Some(1_700_000_000),
+                progress: indicatif::ProgressBar::hidden(),
+            },
+        )
+        .expect("build bundle");
+        std::fs::read(out).unwrap()
+    }
+
+    /// Builds, signs and publishes release `version` whose rootfs is `image`.
+    fn publish(&self, version: &str, image: &[u8]) {
+        let bundle = self.bundle(COMPATIBLE, version, image);
+        let release = self
+            .pki
+            .sign(|m| m.version = Version::parse(version).unwrap(), &bundle);
+        self.server.publish(&release, bundle);
+    }
+
+    /// A fresh agent, as started by systemd after a boot.
+    async fn agent(&self, health: Result<(), String>) -> TestAgent {
+        let conn = within(async {
+            zbus::connection::Builder::address(self.bed.bus_address())
+                .unwrap()
+                .build()
+                .await
+                .unwrap()
+        })
+        .await;
+        let rauc = within(RaucClient::from_connection(conn)).await.unwrap();
+        Agent::open(
+            Settings {
+                device: common::DEVICE.into(),
+                data_dir: self.data.clone(),
+                server: self.server.base(),
+                factory_version: "1.0.0".into(),
+                download: self.download.clone(),
+            },
+            self.pki.client(),
+            self.pki.trusted_keys(),
+            rauc,
+            self.reboots.clone(),
+            TestHealth(health),
+            HttpsReporter {
+                client: self.pki.client(),
+                server: self.server.base(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn reboot(&mut self) -> Slot {
+        tokio::task::block_in_place(|| self.bed.reboot()).expect("testbed reboot")
+    }
+
+    fn slot_holds(&self, slot: Slot, image: &[u8]) -> bool {
+        std::fs::read(self.bed.slot_path(slot))
+            .unwrap()
+            .starts_with(image)
+    }
+
+    /// Boots into the new slot, resumes a fresh agent and expects a commit of `version`.
+    async fn reboot_and_commit(&mut self, expect: Slot, version: &str) {
+        assert_eq!(self.reboot(), expect);
+        let mut agent = self.agent(Ok(())).await;
+        assert_eq!(
+            within(agent.resume()).await.unwrap(),
+            Outcome::Committed {
+                version: version.into()
+            }
+        );
+        let status = tokio::task::block_in_place(|| self.bed.status()).unwrap();
+        let booted = status.slot(expect).unwrap();
+        assert_eq!(booted.boot_status.as_deref(), Some("good"), "{status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_a_to_b_then_b_to_a() {
+    let mut fx = Fixture::new().await;
+    let v2 = noise(20, 1 << 20);
+    fx.publish("2.0.0", &v2);
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(within(agent.resume()).await.unwrap(), Outcome::Idle);
+    assert_eq!(
+        within(agent.check_now()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    assert_eq!(fx.reboots.0.load(Ordering::SeqCst), 1);
+    assert!(fx.slot_holds(Slot::B, &v2));
+    drop(agent);
+    fx.reboot_and_commit(Slot::B, "2.0.0").await;
+
+    // Nothing newer: up to date, nothing fetched.
+    let mut agent = fx.agent(Ok(())).await;
+    within(agent.resume()).await.unwrap();
+    assert_eq!(within(agent.check_now()).await.unwrap(), Outcome::UpToDate);
+    assert_eq!(within(agent.current_version()).await.unwrap(), "2.0.0");
+
+    let v3 = noise(30, 1 << 20);
+    fx.publish("3.0.0", &v3);
+    assert_eq!(
+        within(agent.check_now()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    assert!(fx.slot_holds(Slot::A, &v3));
+    drop(agent);
+    fx.reboot_and_commit(Slot::A, "3.0.0").await;
+    let reasons = fx.server.reasons();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "committed").count(),
+        2,
+        "{reasons:?}"
+    );
+    // The data directory holds only the state file: bundles are removed after install.
+    let left: Vec<_> = std::fs::read_dir(&fx.data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["state.json"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_health_check_marks_bad_and_goes_back_to_a() {
+    let mut fx = Fixture::new().await;
+    let v2 = noise(21, 512 << 10);
+    fx.publish("2.0.0", &v2);
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(
+        within(agent.check_now()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    drop(agent);
+    assert_eq!(fx.reboot(), Slot::B);
+    let mut agent = fx
+        .agent(Err("spark-uplinkd.service is not active".into()))
+        .await;
+    assert_eq!(
+        within(agent.resume()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    drop(agent);
+    assert_eq!(fx.reboot(), Slot::A);
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(within(agent.resume()).await.unwrap(), Outcome::Idle);
+    assert!(
+        agent
+            .persisted()
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("health-failed")
+    );
+    assert_eq!(within(agent.current_version()).await.unwrap(), "1.0.0");
+    // The refused release is not fetched again.
+    assert_eq!(within(agent.check_now()).await.unwrap(), Outcome::UpToDate);
+    assert!(fx.server.reasons().contains(&"health-failed".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_attempts_running_out_ends_back_on_a() {
+    let mut fx = Fixture::new().await;
+    fx.publish("2.0.0", &noise(22, 256 << 10));
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(
+        within(agent.check_now()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    drop(agent);
+    // The new slot never gets as far as the agent: every boot of B is a failed attempt.
+    let mut boots = Vec::new();
+    for _ in 0..6 {
+        let slot = fx.reboot();
+        boots.push(slot);
+        if slot == Slot::A {
+            break;
+        }
+    }
+    assert_eq!(boots.last(), Some(&Slot::A), "{boots:?}");
+    let mut agent = fx.agent(Ok(())).await;
+    match within(agent.resume()).await.unwrap() {
+        Outcome::Failed { reason, .. } => assert_eq!(reason, Reason::RolledBack),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_releases_are_rejected_and_nothing_is_installed() {
+    let fx = Fixture::new().await;
+    let image = noise(23, 256 << 10);
+    let bundle = fx.bundle(COMPATIBLE, "2.0.0", &image);
+    let other_pki = Pki::new();
+    let now = spark_release::Timestamp::now().unix();
+    let at = |secs| spark_release::Timestamp::from_unix(secs).unwrap();
+    let mut tampered = bundle.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 1;
+    let truncated = bundle[..bundle.len() / 2].to_vec();
+    let same = Some(bundle.clone());
+    let cases = vec![
+        (
+            "wrong compatible",
+            fx.pki
+                .sign(|m| m.compatible = "other-board".into(), &bundle),
+            same.clone(),
+            Reason::ReleaseRejected,
+            "wrong-compatible",
+        ),
+        (
+            "expired",
+            fx.pki.sign(
+                |m| {
+                    m.issued_at = at(now - 7200);
+                    m.expires_at = at(now - 3600);
+                },
+                &bundle,
+            ),
+            same.clone(),
+            Reason::ReleaseRejected,
+            "expired",
+        ),
+        (
+            "older version",
+            fx.pki.sign(|m| m.version = Version::new(0, 9, 0), &bundle),
+            same.clone(),
+            Reason::ReleaseRejected,
+            "not-newer",
+        ),
+        (
+            "unknown key",
+            other_pki.sign(|_| {}, &bundle),
+            same.clone(),
+            Reason::ReleaseRejected,
+            "unknown-key",
+        ),
+        (
+            "tampered bundle",
+            fx.pki.sign(|_| {}, &bundle),
+            Some(tampered),
+            Reason::DigestMismatch,
+            "SHA-256",
+        ),
+        (
+            "truncated bundle",
+            fx.pki.sign(|_| {}, &bundle),
+            Some(truncated),
+            Reason::DigestMismatch,
+            "truncated",
+        ),
+    ];
+    for (name, release, served, reason, text) in cases {
+        // A fresh data directory per case so an earlier refusal does not hide this one.
+        let _ = std::fs::remove_dir_all(&fx.data);
+        fx.server
+            .put(&OtaServer::bundle_path(&bundle), served.unwrap_or_default());
+        let mut agent = fx.agent(Ok(())).await;
+        // Pushed by uplinkd, in the wire form.
+        let outcome = within(agent.offer(&release.to_bytes())).await.unwrap();
+        match outcome {
+            Outcome::Failed { reason: r, message } => {
+                assert_eq!(r, reason, "{name}: {message}");
+                assert!(message.contains(text), "{name}: {message}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_eq!(
+            agent.subscribe().borrow().state,
+            UpdateState::Failed,
+            "{name}"
+        );
+        assert!(!agent.subscribe().borrow().last_error.is_empty(), "{name}");
+    }
+    assert!(!fx.slot_holds(Slot::B, &image[..4096]));
+    assert_eq!(
+        fx.bed.bootloader().boot_order().unwrap(),
+        [Slot::A, Slot::B]
+    );
+    assert_eq!(fx.reboots.0.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cuts_always_leave_a_good_slot() {
+    let mut fx = Fixture::new().await;
+    let v2 = noise(24, 2 << 20);
+    fx.publish("2.0.0", &v2);
+    let bundle_len = {
+        let files = fx.server.state.files.lock().unwrap();
+        files.values().map(Vec::len).max().unwrap() as u64
+    };
+
+    // 1. Power cut during the download (the agent is killed; the rate cap keeps it mid-way).
+    fx.download.rate_limit = Some(4 << 20);
+    let mut agent = fx.agent(Ok(())).await;
+    let cut = tokio::time::timeout(Duration::from_millis(250), agent.check_now()).await;
+    assert!(cut.is_err(), "download finished before the cut");
+    drop(agent);
+    let before = fx.server.served();
+    // What the agent kept on disk is the resume point; bytes the server had pushed into socket
+    // buffers beyond it are lost with the power, as on a real link.
+    let part = std::fs::read_dir(&fx.data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "part"))
+        .expect("a partial download");
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert!(kept > 0 && kept < bundle_len, "kept {kept} of {bundle_len}");
+    assert_eq!(fx.reboot(), Slot::A);
+    fx.download.rate_limit = None;
+
+    // 2. Resumed after "boot"; power cut while RAUC installs (RAUC itself is killed too).
+    {
+        let mut agent = fx.agent(Ok(())).await;
+        let mut status = agent.subscribe();
+        let resumed = agent.resume();
+        tokio::pin!(resumed);
+        tokio::select! {
+            _ = status.wait_for(|s| s.state == UpdateState::Installing && s.progress > 0) => {}
+            r = &mut resumed => panic!("finished before installing: {r:?}"),
+        }
+        // Leaving the block drops the agent mid-install: the process is gone.
+    }
+    // The resumed download asked only for the bytes not on disk.
+    assert_eq!(fx.server.served() - before, bundle_len - kept);
+    // RAUC is killed with the power. It switches slots only after a complete write, so the
+    // device boots A (cut mid-write) or B (the write had just finished): a good slot either way.
+    let slot = fx.reboot();
+    if slot == Slot::A {
+        // 3. Resumed again: the install is redone; then a power cut after the install, before
+        //    the agent's reboot (the reboot double does not reboot).
+        let mut agent = fx.agent(Ok(())).await;
+        assert_eq!(
+            within(agent.resume()).await.unwrap(),
+            Outcome::RebootRequested
+        );
+        drop(agent);
+        assert_eq!(fx.reboot(), Slot::B);
+    }
+
+    // 4. B runs; power cut before the agent marks it good; boots B again and commits.
+    fx.reboot_and_commit(Slot::B, "2.0.0").await;
+    assert!(fx.slot_holds(Slot::B, &v2));
+    assert!(fx.server.reasons().contains(&"resumed".to_string()));
+}
