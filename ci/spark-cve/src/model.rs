@@ -162,13 +162,19 @@ pub enum Affected {
     Product {
         vendor: String,
         product: String,
-        /// Intervals with status "affected"; empty with `default_affected` means "all versions".
+        /// Intervals with status "affected".
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ranges: Vec<Interval>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         versions: Vec<String>,
         #[serde(default)]
         default_affected: bool,
+        /// Intervals and versions with status "unaffected": with `default_affected` (the kernel
+        /// CNA's style) these are the fixed stable lines.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unaffected_ranges: Vec<Interval>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unaffected_versions: Vec<String>,
     },
     /// An OSV package entry (crates.io or Linux).
     Package {

@@ -34,6 +34,8 @@ pub fn inventory_keys(inv: &Inventory) -> HashSet<String> {
             // OSV's Linux ecosystem calls the kernel "Kernel"; NVD calls it linux_kernel.
             keys.insert("kernel".into());
             keys.insert("linux_kernel".into());
+            // The kernel CNA's CVE 5 records: vendor "Linux", product "Linux".
+            keys.insert("linux".into());
         }
     }
     keys
@@ -196,7 +198,7 @@ pub fn scan(inv: &Inventory, advisories: &[Advisory]) -> Vec<Finding> {
                     };
                     for ci in candidates {
                         let c = &inv.components[ci];
-                        let (tri, why) = ranges_match(c, ranges, versions, false, "OSV");
+                        let (tri, why) = ranges_match(c, ranges, versions, "OSV");
                         add(ci, tri, why);
                     }
                 }
@@ -246,6 +248,8 @@ pub fn scan(inv: &Inventory, advisories: &[Advisory]) -> Vec<Finding> {
                     ranges,
                     versions,
                     default_affected,
+                    unaffected_ranges,
+                    unaffected_versions,
                 } => {
                     // NVD's analysis, when there is one, is more precise (platform logic).
                     if has_nvd {
@@ -255,8 +259,26 @@ pub fn scan(inv: &Inventory, advisories: &[Advisory]) -> Vec<Finding> {
                         if c.origin == Origin::Crate || !names_product(c, vendor, product) {
                             continue;
                         }
-                        let (tri, why) =
-                            ranges_match(c, ranges, versions, *default_affected, "CVE 5");
+                        let (mut tri, mut why) = ranges_match(c, ranges, versions, "CVE 5");
+                        if *default_affected && tri != Tri::Yes {
+                            // Affected unless an "unaffected" entry covers this version.
+                            let (unaffected, _) =
+                                ranges_match(c, unaffected_ranges, unaffected_versions, "");
+                            let by_default = !unaffected;
+                            if by_default != Tri::No && tri == Tri::No {
+                                why = match by_default {
+                                    Tri::Yes => format!(
+                                        "CVE 5: {} affected by default, no unaffected range covers it",
+                                        c.label()
+                                    ),
+                                    _ => format!(
+                                        "CVE 5: {} cannot be compared honestly with the unaffected ranges",
+                                        c.label()
+                                    ),
+                                };
+                            }
+                            tri = tri.or(by_default);
+                        }
                         add(ci, tri, why);
                     }
                 }
@@ -342,7 +364,6 @@ fn ranges_match(
     c: &Component,
     ranges: &[crate::model::Interval],
     versions: &[String],
-    default_affected: bool,
     what: &str,
 ) -> (Tri, String) {
     let Some(v) = c.version.as_deref() else {
@@ -352,11 +373,8 @@ fn ranges_match(
         );
     };
     let eco = c.ecosystem();
-    let mut tri = Tri::any(versions.iter().map(|x| version::equals(eco, v, x)));
-    tri = tri.or(Tri::any(ranges.iter().map(|r| r.contains(eco, v))));
-    if ranges.is_empty() && versions.is_empty() && default_affected {
-        tri = Tri::Yes;
-    }
+    let tri = Tri::any(versions.iter().map(|x| version::equals(eco, v, x)))
+        .or(Tri::any(ranges.iter().map(|r| r.contains(eco, v))));
     let why = match tri {
         Tri::Yes => format!("{what}: {v} is in an affected range"),
         Tri::Undecidable => {
@@ -369,6 +387,13 @@ fn ranges_match(
 
 /// Does a CVE 5 vendor/product name this component (by its CPEs, else by its name)?
 fn names_product(c: &Component, vendor: &str, product: &str) -> bool {
+    // The kernel CNA names the kernel "Linux"/"Linux"; NVD's CPE says linux:linux_kernel.
+    if c.origin == Origin::Kernel
+        && vendor.eq_ignore_ascii_case("linux")
+        && product.eq_ignore_ascii_case("linux")
+    {
+        return true;
+    }
     if c.cpes.is_empty() {
         return c.name.eq_ignore_ascii_case(product);
     }

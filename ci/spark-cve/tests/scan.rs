@@ -226,3 +226,64 @@ fn every_report_format_renders() {
         serde_json::from_str(&report::render::render(&rep, Format::Json)).unwrap();
     assert_eq!(json, rep);
 }
+
+/// The kernel CNA's CVE 5 style, not yet analysed by NVD: "Linux"/"Linux", affected by default,
+/// git ranges (skipped) and unaffected stable lines given as `6.6.25 ..= 6.6.*`.
+#[test]
+fn kernel_cna_record_default_affected_with_unaffected_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cve5 = dir.path().join("cve5");
+    common::write_json(
+        &cve5.join("CVE-2024-3000.json"),
+        &serde_json::json!({
+            "dataType": "CVE_RECORD", "dataVersion": "5.1",
+            "cveMetadata": {"cveId": "CVE-2024-3000", "state": "PUBLISHED", "dateUpdated": "2026-11-24T00:00:00Z"},
+            "containers": {"cna": {
+                "descriptions": [{"lang": "en", "value": "In the Linux kernel, the following vulnerability has been resolved: net: fix"}],
+                "affected": [
+                    {"product": "Linux", "vendor": "Linux", "defaultStatus": "unaffected", "versions": [
+                        {"version": "1da177e4c3f4", "lessThan": "0c2e1d7a9e8f", "status": "affected", "versionType": "git"}]},
+                    {"product": "Linux", "vendor": "Linux", "defaultStatus": "affected", "versions": [
+                        {"version": "5.10", "status": "affected"},
+                        {"version": "0", "lessThan": "5.10", "status": "unaffected", "versionType": "semver"},
+                        {"version": "6.1.80", "lessThanOrEqual": "6.1.*", "status": "unaffected", "versionType": "semver"},
+                        {"version": "6.6.25", "lessThanOrEqual": "6.6.*", "status": "unaffected", "versionType": "semver"},
+                        {"version": "6.8", "lessThanOrEqual": "*", "status": "unaffected", "versionType": "original_commit_for_fix"}]}
+                ]
+            }}
+        }),
+    );
+    let snap = dir.path().join("s.jsonl");
+    db::build(
+        &BuildInput {
+            sources: vec![(SourceKind::Cve5, cve5)],
+            created: "2026-11-25T00:00:00Z".into(),
+        },
+        &snap,
+    )
+    .unwrap();
+    for (kernel, expect) in [
+        ("6.6.21", Some(Status::Affected)),
+        ("6.6.30", None),
+        ("6.1.79", Some(Status::Affected)),
+        ("6.1.90", None),
+        ("5.4.200", None),
+        ("6.9.1", None),
+        ("6.7.3", Some(Status::Affected)),
+    ] {
+        let req = ScanRequest {
+            snapshot: snap.clone(),
+            cargo_locks: Vec::new(),
+            sboms: Vec::new(),
+            kernel_version: Some(kernel.into()),
+            patch_dirs: Vec::new(),
+            vex: Vec::new(),
+            baseline: None,
+            policy: Policy::default(),
+            now: datetime!(2026-11-25 12:00 UTC),
+        };
+        let rep = run_scan(&req).unwrap();
+        let got = rep.findings.first().map(|f| f.status);
+        assert_eq!(got, expect, "kernel {kernel}: {:?}", rep.findings);
+    }
+}

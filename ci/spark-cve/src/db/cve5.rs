@@ -62,8 +62,8 @@ pub fn parse(path: &Path, doc: &Value) -> Result<Option<Advisory>> {
             }
             let default_affected =
                 a.get("defaultStatus").and_then(Value::as_str) == Some("affected");
-            let mut ranges = Vec::new();
-            let mut versions = Vec::new();
+            // (affected, unaffected) × (ranges, exact versions)
+            let mut lists: [(Vec<Interval>, Vec<String>); 2] = Default::default();
             for (vi, v) in a
                 .get("versions")
                 .and_then(Value::as_array)
@@ -78,7 +78,14 @@ pub fn parse(path: &Path, doc: &Value) -> Result<Option<Advisory>> {
                         "missing",
                     ));
                 };
-                if v.get("status").and_then(Value::as_str) != Some("affected") {
+                let (ranges, versions) = match v.get("status").and_then(Value::as_str) {
+                    Some("affected") => &mut lists[0],
+                    Some("unaffected") => &mut lists[1],
+                    _ => continue,
+                };
+                // Commit ids (the kernel CNA's git ranges) cannot be compared with a release
+                // version; the same record also gives the release ranges.
+                if v.get("versionType").and_then(Value::as_str) == Some("git") {
                     continue;
                 }
                 let start = (version != "0" && version != "*").then(|| version.to_string());
@@ -89,15 +96,22 @@ pub fn parse(path: &Path, doc: &Value) -> Result<Option<Advisory>> {
                         ..Interval::default()
                     });
                 } else if let Some(le) = v.get("lessThanOrEqual").and_then(Value::as_str) {
+                    let (end_including, end_excluding) = match wildcard_bound(le) {
+                        // "6.1.*": every 6.1.x, i.e. below 6.2.
+                        Some(b) => (None, Some(b)),
+                        None => ((le != "*").then(|| le.to_string()), None),
+                    };
                     ranges.push(Interval {
                         start_including: start,
-                        end_including: (le != "*").then(|| le.to_string()),
+                        end_including,
+                        end_excluding,
                         ..Interval::default()
                     });
                 } else if version != "n/a" {
                     versions.push(version.to_string());
                 }
             }
+            let [(ranges, versions), (unaffected_ranges, unaffected_versions)] = lists;
             if ranges.is_empty() && versions.is_empty() && !default_affected {
                 continue;
             }
@@ -107,6 +121,8 @@ pub fn parse(path: &Path, doc: &Value) -> Result<Option<Advisory>> {
                 ranges,
                 versions,
                 default_affected,
+                unaffected_ranges,
+                unaffected_versions,
             });
         }
         if cvss.is_none() {
@@ -145,4 +161,30 @@ fn metrics(m: Option<&Value>) -> Option<Cvss> {
         }
     }
     None
+}
+
+/// The exclusive bound of a CVE 5 `lessThanOrEqual` wildcard: `6.2` for `6.1.*` (every
+/// 6.1.x), `7` for `6.*`. A value it cannot read is kept as written; the version comparison then
+/// says "undecidable" rather than guess.
+fn wildcard_bound(v: &str) -> Option<String> {
+    let prefix = v.strip_suffix(".*")?;
+    let (head, last) = prefix.rsplit_once('.').unwrap_or(("", prefix));
+    Some(match last.parse::<u64>() {
+        Ok(n) if head.is_empty() => format!("{}", n + 1),
+        Ok(n) => format!("{head}.{}", n + 1),
+        Err(_) => v.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard_bound;
+
+    #[test]
+    fn wildcard_bounds() {
+        assert_eq!(wildcard_bound("6.1.*").as_deref(), Some("6.2"));
+        assert_eq!(wildcard_bound("6.*").as_deref(), Some("7"));
+        assert_eq!(wildcard_bound("6.x.*").as_deref(), Some("6.x.*"));
+        assert_eq!(wildcard_bound("6.1.5"), None);
+    }
 }
