@@ -20,9 +20,16 @@ fuzz_target!(|data: &[u8]| {
                 "check and decode disagree on the frame length"
             );
             let mut again = Vec::new();
-            encode(&msg, &mut again).expect("a decoded message re-encodes");
-            let (back, _) = decode(&again).expect("a re-encoded message decodes");
-            assert_eq!(back, msg);
+            match encode(&msg, &mut again) {
+                Ok(()) => {
+                    let (back, _) = decode(&again).expect("a re-encoded message decodes");
+                    assert_eq!(back, msg);
+                }
+                // The encoder picks the Rice parameter from a window around the mean, not the
+                // global optimum: a crafted ~1 MiB batch may not fit again. Nothing else may fail.
+                Err(spark_proto::EncodeError::FrameTooLong { .. }) => {}
+                Err(e) => panic!("a decoded message does not re-encode: {e}"),
+            }
             if let Message::ReadingsBatch(b) = &msg {
                 let _ = CodecContext::new(b.roster_version, b.roster_len).expand(b);
             }
