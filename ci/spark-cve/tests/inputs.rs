@@ -192,3 +192,30 @@ fn patch_dir_cve_lines() {
         "patch 0001-fix-x509.patch (CVE: line)"
     );
 }
+
+#[test]
+fn duplicate_packages_merge_their_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("dup.spdx.json");
+    let cpe = "cpe:2.3:a:busybox:busybox:1.36.1:*:*:*:*:*:*:*";
+    common::write_json(
+        &p,
+        &json!({"@context": "https://spdx.org/rdf/3.0.1/spdx-context.jsonld", "@graph": [
+            {"type": "software_Package", "spdxId": "urn:a", "name": "busybox", "software_packageVersion": "1.36.1",
+             "externalIdentifier": [{"type": "ExternalIdentifier", "externalIdentifierType": "cpe23", "identifier": cpe}]},
+            {"type": "software_Package", "spdxId": "urn:b", "name": "busybox", "software_packageVersion": "1.36.1",
+             "externalIdentifier": [{"type": "ExternalIdentifier", "externalIdentifierType": "cpe23", "identifier": cpe}]},
+            {"type": "security_Vulnerability", "spdxId": "urn:v", "externalIdentifier": [{"externalIdentifierType": "cve", "identifier": "CVE-2024-0001"}]},
+            {"type": "security_VexFixedVulnAssessmentRelationship", "relationshipType": "fixedIn", "from": "urn:v", "to": ["urn:b"]}
+        ]}),
+    );
+    let mut inv = Inventory::default();
+    inv.add_sbom(&p).unwrap();
+    inv.finish();
+    assert_eq!(inv.components.len(), 1);
+    assert_eq!(inv.components[0].cpes, [cpe]);
+    assert_eq!(
+        inv.components[0].evidence["CVE-2024-0001"].status,
+        SbomStatus::Fixed
+    );
+}

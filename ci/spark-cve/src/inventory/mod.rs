@@ -137,8 +137,8 @@ impl Inventory {
         Ok(())
     }
 
-    /// Drops version-less crates that a `Cargo.lock` lists with a version, and exact duplicates
-    /// (the same recipe read from two SBOM documents).
+    /// Drops version-less crates that a `Cargo.lock` lists with a version, and merges duplicates
+    /// (the same name, version and origin from the same file).
     pub fn finish(&mut self) {
         let locked: std::collections::HashSet<String> = self
             .components
@@ -149,15 +149,42 @@ impl Inventory {
         self.components.retain(|c| {
             !(c.origin == Origin::Crate && c.version.is_none() && locked.contains(&c.name))
         });
-        let mut seen = std::collections::HashSet::new();
-        self.components.retain(|c| {
-            seen.insert((
+        // Duplicates (Yocto gives a recipe's CPE to several package elements) become one
+        // component that keeps everything any of them said: CPEs, patches, evidence.
+        let mut first: std::collections::HashMap<(Origin, String, Option<String>, String), usize> =
+            std::collections::HashMap::new();
+        let mut kept: Vec<Component> = Vec::with_capacity(self.components.len());
+        for c in self.components.drain(..) {
+            let key = (
                 c.origin,
                 c.name.clone(),
                 c.version.clone(),
                 c.source.clone(),
-            ))
-        });
+            );
+            match first.get(&key) {
+                Some(&i) => {
+                    let k = &mut kept[i];
+                    for cpe in c.cpes {
+                        if !k.cpes.contains(&cpe) {
+                            k.cpes.push(cpe);
+                        }
+                    }
+                    for p in c.patches {
+                        if !k.patches.contains(&p) {
+                            k.patches.push(p);
+                        }
+                    }
+                    for (id, ev) in c.evidence {
+                        k.evidence.entry(id).or_insert(ev);
+                    }
+                }
+                None => {
+                    first.insert(key, kept.len());
+                    kept.push(c);
+                }
+            }
+        }
+        self.components = kept;
     }
 }
 
