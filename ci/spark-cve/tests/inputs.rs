@@ -219,3 +219,34 @@ fn duplicate_packages_merge_their_evidence() {
         SbomStatus::Fixed
     );
 }
+
+/// Yocto 5.0 writes one SPDX 2.2 document per recipe and per package: the same recipe from two
+/// documents is one component with the evidence of both.
+#[test]
+fn same_recipe_from_two_documents_is_one_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = |name: &str, cpe: bool, fixed: &str| {
+        let mut p =
+            json!({"SPDXID": "SPDXRef-Recipe-openssl", "name": "openssl", "versionInfo": "3.0.13"});
+        if cpe {
+            p["externalRefs"] = json!([{"referenceCategory": "SECURITY", "referenceType": "cpe23Type",
+                "referenceLocator": "cpe:2.3:a:openssl:openssl:3.0.13:*:*:*:*:*:*:*"}]);
+        }
+        if !fixed.is_empty() {
+            p["sourceInfo"] = json!(format!("CVEs fixed: {fixed}"));
+        }
+        let path = dir.path().join(name);
+        common::write_json(&path, &json!({"spdxVersion": "SPDX-2.2", "packages": [p]}));
+        path
+    };
+    let a = doc("recipe-openssl.spdx.json", true, "CVE-2024-0001");
+    let b = doc("openssl.spdx.json", false, "CVE-2024-0002");
+    let mut inv = Inventory::default();
+    inv.add_sbom(&a).unwrap();
+    inv.add_sbom(&b).unwrap();
+    inv.finish();
+    assert_eq!(inv.components.len(), 1, "{:?}", inv.components);
+    let c = &inv.components[0];
+    assert_eq!(c.evidence.len(), 2);
+    assert!(c.source.contains("recipe-openssl.spdx.json") && c.source.contains(", "));
+}

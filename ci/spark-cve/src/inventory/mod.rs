@@ -137,8 +137,9 @@ impl Inventory {
         Ok(())
     }
 
-    /// Drops version-less crates that a `Cargo.lock` lists with a version, and merges duplicates
-    /// (the same name, version and origin from the same file).
+    /// Drops version-less crates that a `Cargo.lock` lists with a version, and merges duplicates:
+    /// the same recipe (origin, name, version) from any number of SBOM files, the same crate
+    /// within one `Cargo.lock`.
     pub fn finish(&mut self) {
         let locked: std::collections::HashSet<String> = self
             .components
@@ -155,15 +156,21 @@ impl Inventory {
             std::collections::HashMap::new();
         let mut kept: Vec<Component> = Vec::with_capacity(self.components.len());
         for c in self.components.drain(..) {
-            let key = (
-                c.origin,
-                c.name.clone(),
-                c.version.clone(),
-                c.source.clone(),
-            );
+            // Crates stay apart per Cargo.lock (each daemon's lock is its own finding); a recipe
+            // read from several SBOM documents (Yocto 5.0 writes one per recipe and package) is
+            // one component.
+            let source = if c.origin == Origin::Crate {
+                c.source.clone()
+            } else {
+                String::new()
+            };
+            let key = (c.origin, c.name.clone(), c.version.clone(), source);
             match first.get(&key) {
                 Some(&i) => {
                     let k = &mut kept[i];
+                    if !k.source.split(", ").any(|s| s == c.source) {
+                        k.source = format!("{}, {}", k.source, c.source);
+                    }
                     for cpe in c.cpes {
                         if !k.cpes.contains(&cpe) {
                             k.cpes.push(cpe);

@@ -393,7 +393,8 @@ fn sarif(r: &Report) -> serde_json::Value {
             "level": level,
             "message": { "text": format!("{} {}@{}: {} ({})", f.id, f.component, version(f), status_str(f.status), f.reasons.join("; ")) },
             "locations": [{
-                "physicalLocation": { "artifactLocation": { "uri": f.source } },
+                // A recipe read from several SBOM files lists them all; SARIF takes one URI.
+                "physicalLocation": { "artifactLocation": { "uri": f.source.split(", ").next().unwrap_or("") } },
                 "logicalLocations": [{ "name": format!("{}@{}", f.component, version(f)), "kind": "module" }]
             }],
             "partialFingerprints": { "spark-cve/v1": format!("{}:{}", f.id, f.component) },
