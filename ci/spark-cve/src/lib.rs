@@ -11,6 +11,7 @@ pub mod cpe;
 pub mod db;
 pub mod error;
 pub mod inventory;
+pub mod kernel;
 pub mod model;
 pub mod report;
 pub mod scan;
@@ -28,6 +29,9 @@ pub struct ScanRequest {
     pub cargo_locks: Vec<PathBuf>,
     pub sboms: Vec<PathBuf>,
     pub kernel_version: Option<String>,
+    /// The kernel's `.config` and source tree: kernel CVEs whose files are not built are
+    /// "not affected" ([`kernel`]). Both or neither.
+    pub kernel_config: Option<(PathBuf, PathBuf)>,
     /// Folders of patch files per recipe (`DIR/<recipe>/*.patch`), read for `CVE:` lines.
     pub patch_dirs: Vec<PathBuf>,
     pub vex: Vec<PathBuf>,
@@ -77,6 +81,26 @@ pub fn run_scan(req: &ScanRequest) -> Result<report::Report> {
         "snapshot advisories keyed to the inventory"
     );
     let mut findings = scan::scan(&inv, &snapshot.advisories);
+    if let Some((config, src)) = &req.kernel_config {
+        let config = kernel::KernelConfig::read(config)?;
+        let mut tree = kernel::KernelTree::new(src);
+        let files: std::collections::HashMap<&str, Vec<String>> = snapshot
+            .advisories
+            .iter()
+            .map(|a| (a.id.as_str(), a.program_files()))
+            .collect();
+        for f in findings
+            .iter_mut()
+            .filter(|f| f.origin == model::Origin::Kernel && f.status.is_open())
+        {
+            let program_files = files.get(f.id.as_str()).map_or(&[][..], |v| v.as_slice());
+            if let Some(why) = kernel::not_built(&mut tree, &config, program_files) {
+                f.status = model::Status::NotAffected;
+                f.reasons.push(why);
+            }
+        }
+        inputs.push(format!("kernel config {}", src.display()));
+    }
     triage::apply(&mut findings, &inv.components, &statements, req.now.date());
     Ok(report::assemble(
         &snapshot,

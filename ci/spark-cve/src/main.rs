@@ -48,6 +48,13 @@ struct ScanArgs {
     /// The image's kernel version, when no SBOM names it.
     #[arg(long)]
     kernel_version: Option<String>,
+    /// The kernel's .config: kernel CVEs whose source files are not built become "not affected"
+    /// (needs --kernel-src).
+    #[arg(long, requires = "kernel_src")]
+    kernel_config: Option<PathBuf>,
+    /// The kernel source tree the .config belongs to (its Makefiles say which CONFIG_ builds a file).
+    #[arg(long, requires = "kernel_config")]
+    kernel_src: Option<PathBuf>,
     /// Folder of patch files per recipe (DIR/<recipe>/*.patch), read for `CVE:` lines (repeatable).
     #[arg(long = "patch-dir")]
     patch_dirs: Vec<PathBuf>,
@@ -192,6 +199,7 @@ fn scan(a: ScanArgs) -> anyhow::Result<u8> {
         sboms: a.sboms,
         kernel_version: a.kernel_version,
         patch_dirs: a.patch_dirs,
+        kernel_config: a.kernel_config.zip(a.kernel_src),
         vex: a.vex,
         baseline: a.baseline,
         policy,

@@ -175,6 +175,10 @@ pub enum Affected {
         unaffected_ranges: Vec<Interval>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         unaffected_versions: Vec<String>,
+        /// Source files the fix touches (`programFiles`; the kernel CNA gives them), for the
+        /// kernel configuration check ([`crate::kernel`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        program_files: Vec<String>,
     },
     /// An OSV package entry (crates.io or Linux).
     Package {
@@ -232,6 +236,21 @@ pub struct Advisory {
 }
 
 impl Advisory {
+    /// Every `programFiles` entry of the CVE 5 data.
+    pub fn program_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for a in &self.affected {
+            if let Affected::Product { program_files, .. } = a {
+                for f in program_files {
+                    if !out.contains(f) {
+                        out.push(f.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The id and all aliases.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.id.as_str()).chain(self.aliases.iter().map(String::as_str))

@@ -250,6 +250,7 @@ pub fn scan(inv: &Inventory, advisories: &[Advisory]) -> Vec<Finding> {
                     default_affected,
                     unaffected_ranges,
                     unaffected_versions,
+                    ..
                 } => {
                     // NVD's analysis, when there is one, is more precise (platform logic).
                     if has_nvd {

@@ -40,6 +40,7 @@ fn request(dir: &Path) -> ScanRequest {
         sboms: vec![sbom],
         kernel_version: None,
         patch_dirs: Vec::new(),
+        kernel_config: None,
         vex: vec![common::write_openvex(dir), common::write_cyclonedx(dir)],
         baseline: None,
         policy: Policy::default(),
@@ -277,6 +278,7 @@ fn kernel_cna_record_default_affected_with_unaffected_lines() {
             sboms: Vec::new(),
             kernel_version: Some(kernel.into()),
             patch_dirs: Vec::new(),
+            kernel_config: None,
             vex: Vec::new(),
             baseline: None,
             policy: Policy::default(),
@@ -285,5 +287,93 @@ fn kernel_cna_record_default_affected_with_unaffected_lines() {
         let rep = run_scan(&req).unwrap();
         let got = rep.findings.first().map(|f| f.status);
         assert_eq!(got, expect, "kernel {kernel}: {:?}", rep.findings);
+    }
+}
+
+/// A kernel CVE in a driver we do not build is "not affected", with the CONFIG_ symbol as reason.
+#[test]
+fn kernel_config_rules_out_unbuilt_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("linux");
+    common::write(&src.join("drivers/Makefile"), "obj-y += net/\n");
+    common::write(
+        &src.join("drivers/net/Makefile"),
+        "obj-$(CONFIG_NET_VENDOR_FOO) += foo/\nobj-y += loopback.o\n",
+    );
+    common::write(
+        &src.join("drivers/net/foo/Makefile"),
+        "obj-$(CONFIG_FOO_ETH) += fooeth.o\nfooeth-y := main.o \\\n\tring.o\n",
+    );
+    let cve5 = dir.path().join("cve5");
+    for (id, file) in [
+        ("CVE-2024-4000", "drivers/net/foo/ring.c"),
+        ("CVE-2024-4001", "drivers/net/loopback.c"),
+    ] {
+        common::write_json(
+            &cve5.join(format!("{id}.json")),
+            &serde_json::json!({
+                "cveMetadata": {"cveId": id, "state": "PUBLISHED", "dateUpdated": "2026-11-24T00:00:00Z"},
+                "containers": {"cna": {"affected": [{"product": "Linux", "vendor": "Linux", "defaultStatus": "affected",
+                    "programFiles": [file],
+                    "versions": [{"version": "6.6.30", "lessThanOrEqual": "6.6.*", "status": "unaffected", "versionType": "semver"}]}]}}
+            }),
+        );
+    }
+    let snap = dir.path().join("s.jsonl");
+    db::build(
+        &BuildInput {
+            sources: vec![(SourceKind::Cve5, cve5)],
+            created: "2026-11-25T00:00:00Z".into(),
+        },
+        &snap,
+    )
+    .unwrap();
+    let config = dir.path().join(".config");
+    for (text, expect) in [
+        (
+            "CONFIG_NET_VENDOR_FOO=y\n# CONFIG_FOO_ETH is not set\n",
+            Status::NotAffected,
+        ),
+        (
+            "CONFIG_NET_VENDOR_FOO=y\nCONFIG_FOO_ETH=m\n",
+            Status::Affected,
+        ),
+    ] {
+        common::write(&config, text);
+        let req = ScanRequest {
+            snapshot: snap.clone(),
+            cargo_locks: Vec::new(),
+            sboms: Vec::new(),
+            kernel_version: Some("6.6.21".into()),
+            patch_dirs: Vec::new(),
+            kernel_config: Some((config.clone(), src.clone())),
+            vex: Vec::new(),
+            baseline: None,
+            policy: Policy::default(),
+            now: datetime!(2026-11-25 12:00 UTC),
+        };
+        let rep = run_scan(&req).unwrap();
+        let s = statuses(&rep);
+        assert_eq!(
+            s[&key("CVE-2024-4000", "linux")],
+            expect,
+            "{:?}",
+            rep.findings
+        );
+        // loopback.o is built unconditionally: always affected.
+        assert_eq!(s[&key("CVE-2024-4001", "linux")], Status::Affected);
+        if expect == Status::NotAffected {
+            let f = rep
+                .findings
+                .iter()
+                .find(|f| f.id == "CVE-2024-4000")
+                .unwrap();
+            assert!(
+                f.reasons
+                    .iter()
+                    .any(|r| r.contains("drivers/net/foo/ring.c needs CONFIG_FOO_ETH")),
+                "{f:?}"
+            );
+        }
     }
 }

@@ -123,6 +123,14 @@ pub fn parse(path: &Path, doc: &Value) -> Result<Option<Advisory>> {
                 default_affected,
                 unaffected_ranges,
                 unaffected_versions,
+                program_files: a
+                    .get("programFiles")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
             });
         }
         if cvss.is_none() {
