@@ -423,13 +423,28 @@ fn dedup(findings: &mut Vec<Finding>) {
         });
         match same {
             Some(k) => {
+                // For crates the RustSec id leads, as in cargo-audit; its reasons come first.
+                let f = if f.id.starts_with("RUSTSEC-") && !k.id.starts_with("RUSTSEC-") {
+                    std::mem::replace(k, f)
+                } else {
+                    f
+                };
                 for a in std::iter::once(&f.id).chain(&f.aliases) {
                     if *a != k.id && !k.aliases.contains(a) {
                         k.aliases.push(a.clone());
                     }
                 }
+                k.aliases.retain(|a| *a != k.id);
+                for r in f.reasons {
+                    if !k.reasons.contains(&r) {
+                        k.reasons.push(r);
+                    }
+                }
                 if k.cvss.is_none() {
                     k.cvss = f.cvss;
+                }
+                if k.summary.is_empty() {
+                    k.summary = f.summary;
                 }
             }
             None => kept.push(f),

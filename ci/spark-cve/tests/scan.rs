@@ -69,7 +69,7 @@ fn fixture_scan_statuses() {
         (key("CVE-2024-0006", "openssl"), Status::Affected),
         (key("CVE-2024-1000", "curl"), Status::Triaged),
         (key("CVE-2024-2000", "linux-yocto"), Status::Affected),
-        (key("GHSA-43w2-9j62-hq99", "smallvec"), Status::Affected),
+        (key("RUSTSEC-2021-0003", "smallvec"), Status::Affected),
         (key("RUSTSEC-2021-0139", "ansi_term"), Status::Affected),
     ];
     assert_eq!(
@@ -82,9 +82,9 @@ fn fixture_scan_statuses() {
     assert!(!s.contains_key(&key("CVE-2024-0003", "openssl")));
     let f = |id: &str| rep.findings.iter().find(|f| f.id == id).unwrap();
     // GHSA and RustSec records of the same bug fold into one finding with all ids.
-    let sv = f("GHSA-43w2-9j62-hq99");
+    let sv = f("RUSTSEC-2021-0003");
     assert!(
-        sv.aliases.contains(&"RUSTSEC-2021-0003".to_string()),
+        sv.aliases.contains(&"GHSA-43w2-9j62-hq99".to_string()),
         "{sv:?}"
     );
     // Triage that expired, or was made for another version, resurfaces with the reason.
@@ -187,7 +187,7 @@ fn baseline_diff_new_fixed_changed() {
     let rep = run_scan(&req).unwrap();
     let d = rep.diff.as_ref().unwrap();
     let ids = |l: &[report::DiffEntry]| l.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&d.fixed), ["GHSA-43w2-9j62-hq99"]);
+    assert_eq!(ids(&d.fixed), ["RUSTSEC-2021-0003"]);
     assert_eq!(ids(&d.new), ["CVE-2024-1000"]);
     assert!(d.changed.is_empty(), "{d:?}");
 }

@@ -272,7 +272,7 @@ fn html(r: &Report) -> String {
         "table{border-collapse:collapse;width:100%}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}",
         "th{background:#f3f3f3}.affected{background:#fde2e2}.undecidable{background:#fff4cc}",
         ".triaged{background:#e6f0ff}.patched,.not-affected{background:#e7f7e7}.fail{font-weight:bold;color:#b00}",
-        "code{font-size:90%}</style></head><body>\n"
+        "td:first-child{white-space:nowrap}code{font-size:90%}</style></head><body>\n"
     ));
     let _ = writeln!(o, "<h1>spark-cve report</h1>");
     let _ = writeln!(
@@ -283,14 +283,18 @@ fn html(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        "<p class=\"{}\">Verdict: exit {} {}</p>",
+        "<p class=\"{}\">Verdict: exit {}{}</p>",
         if r.verdict.exit_code == 0 {
             "ok"
         } else {
             "fail"
         },
         r.verdict.exit_code,
-        esc(&r.verdict.reasons.join("; "))
+        if r.verdict.reasons.is_empty() {
+            " (clean)".to_string()
+        } else {
+            format!(": {}", esc(&r.verdict.reasons.join("; ")))
+        }
     );
     let _ = writeln!(
         o,
