@@ -35,8 +35,9 @@ pub const UPLINK1_PATH: &str = "/io/spark/Uplink1";
 /// without polling. Methods:
 /// - `CheckNow()` asks the OTA server for a release now instead of at the next poll.
 /// - `UpdateAvailable(ay)` hands the agent a signed release in its wire form (what `uplinkd`
-///   receives from the cloud); the agent verifies it before anything else and fails the call
-///   with the reason when it is refused.
+///   receives from the cloud). The call answers once the agent has queued it (or fails with
+///   `LimitsExceeded` when the agent is busy); the agent verifies it before anything else, and a
+///   refusal shows as `State` "failed" with the reason code first in `LastError`.
 #[zbus::proxy(
     interface = "io.spark.Update1",
     default_service = "io.spark.Update1",

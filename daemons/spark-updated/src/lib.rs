@@ -10,8 +10,10 @@
 
 pub mod agent;
 pub mod config;
+pub mod daemon;
 pub mod download;
 pub mod https;
+pub mod service;
 pub mod store;
 pub mod system;
 

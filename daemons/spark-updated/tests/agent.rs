@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::{COMPATIBLE, OtaServer, Pki, noise, within};
 use rauc_client::RaucClient;
-use spark_dbus::UpdateState;
 use spark_dbus::report::Reason;
+use spark_dbus::{Update1Proxy, UpdateState};
 use spark_image::{BuildInput, BuildOptions, BundleFormat, Compression, Signer};
 use spark_release::Version;
 use spark_testbed::{Slot, Testbed, TestbedOptions};
@@ -437,4 +437,211 @@ async fn power_cuts_always_leave_a_good_slot() {
     fx.reboot_and_commit(Slot::B, "2.0.0").await;
     assert!(fx.slot_holds(Slot::B, &v2));
     assert!(fx.server.reasons().contains(&"resumed".to_string()));
+}
+
+async fn bus(bed: &Testbed) -> zbus::Connection {
+    within(async {
+        zbus::connection::Builder::address(bed.bus_address())
+            .unwrap()
+            .build()
+            .await
+            .unwrap()
+    })
+    .await
+}
+
+/// A proxy without a property cache: the agent may not own its name yet when the proxy is
+/// made, and a cache would then wait for a population that never comes.
+async fn proxy(conn: &zbus::Connection) -> Update1Proxy<'static> {
+    Update1Proxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Polls a D-Bus property until it has the wanted value.
+async fn wait_state(proxy: &Update1Proxy<'_>, want: &str) {
+    within(async {
+        let mut seen = String::new();
+        loop {
+            let state = proxy.state().await.unwrap_or_default();
+            if state == want {
+                return;
+            }
+            if state != seen {
+                eprintln!("state {state}, waiting for {want}");
+                seen = state;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_check_now_drives_an_update() {
+    let fx = Fixture::new().await;
+    fx.publish("2.0.0", &noise(25, 256 << 10));
+    let agent = fx.agent(Ok(())).await;
+    let service_conn = bus(&fx.bed).await;
+    let client_conn = bus(&fx.bed).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = spark_updated::daemon::run_agent(
+        agent,
+        &service_conn,
+        Duration::from_secs(3600),
+        async {
+            let _ = stopped.await;
+        },
+        || {},
+    );
+    let test = async {
+        let proxy = proxy(&client_conn).await;
+        wait_state(&proxy, "idle").await;
+        assert_eq!(proxy.current_version().await.unwrap(), "1.0.0");
+        proxy.check_now().await.unwrap();
+        wait_state(&proxy, "rebooting").await;
+        assert_eq!(proxy.pending_version().await.unwrap(), "2.0.0");
+        assert_eq!(proxy.last_error().await.unwrap(), "");
+        assert_eq!(fx.reboots.0.load(Ordering::SeqCst), 1);
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(run, within(test));
+    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_update_available_refusal_shows_in_last_error() {
+    let fx = Fixture::new().await;
+    let bundle = fx.bundle(COMPATIBLE, "2.0.0", &noise(26, 64 << 10));
+    let expired = fx.pki.sign(
+        |m| {
+            let now = spark_release::Timestamp::now().unix();
+            m.issued_at = spark_release::Timestamp::from_unix(now - 7200).unwrap();
+            m.expires_at = spark_release::Timestamp::from_unix(now - 3600).unwrap();
+        },
+        &bundle,
+    );
+    let agent = fx.agent(Ok(())).await;
+    let service_conn = bus(&fx.bed).await;
+    let client_conn = bus(&fx.bed).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = spark_updated::daemon::run_agent(
+        agent,
+        &service_conn,
+        Duration::from_secs(3600),
+        async {
+            let _ = stopped.await;
+        },
+        || {},
+    );
+    let test = async {
+        let proxy = proxy(&client_conn).await;
+        wait_state(&proxy, "idle").await;
+        proxy.update_available(&expired.to_bytes()).await.unwrap();
+        wait_state(&proxy, "failed").await;
+        let error = proxy.last_error().await.unwrap();
+        assert!(error.starts_with("release-rejected: expired"), "{error}");
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(run, within(test));
+    result.unwrap();
+    // Reports go out after the state is published.
+    within(async {
+        while !fx
+            .server
+            .reasons()
+            .contains(&"release-rejected".to_string())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Resident memory of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Figure: RSS of the real binary, idle and while downloading. The release it is offered is
+/// deliberately served tampered, so the run ends in a digest mismatch and never reaches RAUC or
+/// `systemctl reboot` on the test machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_rss_idle_and_downloading() {
+    let fx = Fixture::new().await;
+    let bundle = noise(27, 2 << 20);
+    let release = fx.pki.sign(|_| {}, &bundle);
+    let mut tampered = bundle.clone();
+    tampered[0] ^= 1;
+    fx.server.publish(&release, bundle.clone());
+    fx.server.put(&OtaServer::bundle_path(&bundle), tampered);
+
+    let config = fx.pki.dir.path().join("updated.toml");
+    let p = &fx.pki.pki;
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+device = "{device}"
+data-dir = "{data}"
+server = "{server}"
+server-ca = "{ca}"
+device-cert = "{cert}"
+device-key = "{key}"
+release-keys = ["{release}"]
+factory-version = "1.0.0"
+poll-interval-secs = 3600
+rate-limit = 262144
+reserve-bytes = 0
+"#,
+            device = common::DEVICE,
+            data = fx.data.display(),
+            server = fx.server.base(),
+            ca = p.server_ca_cert().display(),
+            cert = fx.pki.device_cert.display(),
+            key = fx.pki.device_key.display(),
+            release = p.release_pub().display(),
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spark-updated"))
+        .arg("--config")
+        .arg(&config)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", fx.bed.bus_address())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let conn = bus(&fx.bed).await;
+    let proxy = proxy(&conn).await;
+    wait_state(&proxy, "idle").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = rss_kib(pid);
+    proxy.check_now().await.unwrap();
+    wait_state(&proxy, "downloading").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let downloading = rss_kib(pid);
+    eprintln!(
+        "spark-updated RSS: idle {idle} KiB, downloading {downloading} KiB (test profile build)"
+    );
+    // SIGTERM: the unit's stop; the agent resumes the download on its next start.
+    std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let status = within(child.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+    // Loose bounds for a test build; the release build's figures are in the README.
+    assert!(
+        idle < 32 << 10 && downloading < 48 << 10,
+        "{idle} {downloading}"
+    );
 }
