@@ -66,8 +66,12 @@ pub async fn run(
             ..DownloadOptions::default()
         },
     };
+    // Reports are best effort and sent inline: a short bound keeps a dead link from holding
+    // up each transition for the full download timeout.
+    let mut report_client = client.clone();
+    report_client.timeout = Duration::from_secs(10);
     let reporter = HttpsReporter {
-        client: client.clone(),
+        client: report_client,
         server: settings.server.clone(),
     };
     let agent = Agent::open(

@@ -611,7 +611,10 @@ reserve-bytes = 0
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spark-updated"))
+    // SPARK_UPDATED_BIN=target/release/spark-updated measures the release build instead.
+    let bin = std::env::var_os("SPARK_UPDATED_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_spark-updated").into(), PathBuf::from);
+    let mut child = tokio::process::Command::new(&bin)
         .arg("--config")
         .arg(&config)
         .env("DBUS_SYSTEM_BUS_ADDRESS", fx.bed.bus_address())
@@ -630,7 +633,8 @@ reserve-bytes = 0
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let downloading = rss_kib(pid);
     eprintln!(
-        "spark-updated RSS: idle {idle} KiB, downloading {downloading} KiB (test profile build)"
+        "{}: RSS idle {idle} KiB, downloading {downloading} KiB",
+        bin.display()
     );
     // SIGTERM: the unit's stop; the agent resumes the download on its next start.
     std::process::Command::new("kill")
