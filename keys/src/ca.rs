@@ -27,7 +27,7 @@ pub const INTERMEDIATE_VALIDITY: Duration = Duration::days(10 * 365);
 #[derive(Clone)]
 pub struct IssuedCert {
     pub cert_pem: String,
-    /// PKCS#8 "BEGIN PRIVATE KEY".
+    /// PKCS#8 PEM, a "PRIVATE KEY" block.
     pub key_pem: String,
 }
 

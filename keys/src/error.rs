@@ -47,7 +47,7 @@ pub enum KeysError {
 
     /// A private key file is not an unencrypted PKCS#8 PEM key of a supported algorithm.
     #[error(
-        "cannot parse private key {}: expected an unencrypted PKCS#8 PEM key (\"BEGIN PRIVATE KEY\") for ECDSA P-256 or RSA",
+        "cannot parse private key {}: expected an unencrypted PKCS#8 PEM \"PRIVATE KEY\" block for ECDSA P-256 or RSA",
         path.display()
     )]
     ParseKey {

