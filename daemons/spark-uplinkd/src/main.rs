@@ -1,0 +1,3 @@
+fn main() {
+    println!("spark-uplinkd: not built yet");
+}
