@@ -26,6 +26,7 @@
 //! ```
 
 mod bootloader;
+mod bus;
 mod error;
 pub mod fixture;
 mod process;
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub use crate::bootloader::{BootEnv, Bootloader, Slot};
+pub use crate::bus::PrivateBus;
 use crate::bootloader::{write_backend, write_file};
 pub use crate::error::TestbedError;
 use crate::process::{POLL, describe, kill_and_reap, run, run_checked};
@@ -103,7 +105,7 @@ pub struct Testbed {
     service_log: PathBuf,
     boots: u32,
     rauc: Option<Child>,
-    dbus: Option<Child>,
+    dbus: Option<PrivateBus>,
     // Declared last so it is removed after the children are gone (fields drop in order).
     dir: TempDir,
 }
@@ -280,44 +282,10 @@ impl Testbed {
     }
 
     fn start_bus(&mut self) -> Result<(), TestbedError> {
-        let root = self.dir.path();
-        let socket = root.join("bus.sock");
-        let config = root.join("bus.conf");
-        write_file(&config, bus_config(&socket).as_bytes())?;
-        let address_file = root.join("bus.address");
-        let log = root.join("dbus-daemon.log");
-
-        let mut cmd = Command::new("dbus-daemon");
-        cmd.arg(format!("--config-file={}", config.display()))
-            .args(["--print-address", "--nofork"])
-            .stdin(Stdio::null())
-            .stdout(create_log(&address_file)?)
-            .stderr(create_log(&log)?);
-        self.dbus = Some(spawn(&mut cmd)?);
-
-        let deadline = Instant::now() + self.opts.start_timeout;
-        let failed = |reason: String| TestbedError::BusStart {
-            reason,
-            stderr: fs::read_to_string(&log).unwrap_or_default(),
-        };
-        loop {
-            // A complete line means dbus-daemon listens: it prints after binding the socket.
-            let printed = fs::read_to_string(&address_file).unwrap_or_default();
-            if let Some(line) = printed.lines().next().filter(|_| printed.ends_with('\n')) {
-                self.bus_address = line.trim().to_owned();
-                return Ok(());
-            }
-            if let Some(status) = self.dbus.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(failed(format!("dbus-daemon exited with {status}")));
-            }
-            if Instant::now() >= deadline {
-                return Err(failed(format!(
-                    "no address printed within {:?}",
-                    self.opts.start_timeout
-                )));
-            }
-            thread::sleep(POLL);
-        }
+        let bus = PrivateBus::start_in(self.dir.path(), self.opts.start_timeout)?;
+        self.bus_address = bus.address().to_owned();
+        self.dbus = Some(bus);
+        Ok(())
     }
 
     fn start_service(&mut self) -> Result<(), TestbedError> {
@@ -421,9 +389,8 @@ impl Testbed {
 impl Drop for Testbed {
     fn drop(&mut self) {
         self.stop_service();
-        if let Some(mut dbus) = self.dbus.take() {
-            kill_and_reap(&mut dbus);
-        }
+        // Dropping the bus kills its dbus-daemon, after RAUC is gone.
+        self.dbus.take();
         if std::env::var_os("SPARK_TESTBED_KEEP").is_some_and(|v| v == "1") {
             self.dir.disable_cleanup(true);
             eprintln!("spark-testbed: kept {}", self.dir.path().display());
@@ -475,30 +442,6 @@ fn system_conf_text(opts: &TestbedOptions, root: &Path, backend: &Path) -> Strin
     conf
 }
 
-/// A bus that lets anyone do anything: it only exists for one test and nobody else can reach the
-/// socket in our private directory. `session` type so dbus-daemon does not try to become a
-/// system bus (pid file, activation helper).
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow receive_sender="*"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-"#,
-        socket = socket.display()
-    )
-}
-
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mountinfo(field: &str) -> String {
     field
@@ -519,14 +462,6 @@ fn absolute(path: &Path) -> Result<PathBuf, TestbedError> {
 fn create_dir(path: &Path) -> Result<(), TestbedError> {
     fs::create_dir_all(path).map_err(|source| TestbedError::Io {
         action: "create directory",
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn create_log(path: &Path) -> Result<File, TestbedError> {
-    File::create(path).map_err(|source| TestbedError::Io {
-        action: "create",
         path: path.to_owned(),
         source,
     })
