@@ -12,6 +12,7 @@ packages=(
   util-linux      # flock, mount: the simulated U-Boot environment and loop mounts
   gcc libc6-dev   # ring (TLS/crypto) compiles a little C and assembly
   ca-certificates
+  softhsm2        # PKCS#11 token for the device key in spark-tls and spark-uplinkd tests
 )
 
 missing=()
