@@ -95,9 +95,13 @@ pub enum DownloadError {
     },
     /// The complete file does not hash to the manifest's SHA-256; it was deleted.
     #[error(
-        "downloaded bundle has SHA-256 {found} but the signed manifest says {expected}: the file was altered on the server or in transit; it was deleted and will be fetched again"
+        "bundle from {url} has SHA-256 {found} but the signed manifest says {expected}: the file was altered on the server or in transit; it was deleted and will be fetched again"
     )]
-    DigestMismatch { expected: String, found: String },
+    DigestMismatch {
+        url: String,
+        expected: String,
+        found: String,
+    },
     /// Gave up after the attempts without progress.
     #[error("download from {url} failed {attempts} times in a row, last: {last}")]
     Exhausted {
@@ -156,7 +160,7 @@ pub async fn download(
     // A complete, verified file from an earlier run (power cut after rename).
     if let Ok(meta) = tokio::fs::metadata(dest).await
         && meta.len() == total
-        && verify(dest, manifest).await.is_ok()
+        && verify(dest, &url.to_string(), manifest).await.is_ok()
     {
         return Ok(DownloadSummary {
             path: dest.to_owned(),
@@ -242,7 +246,7 @@ pub async fn download(
     file.sync_all().await.map_err(io("fsync", &part))?;
     drop(file);
 
-    if let Err(e) = verify(&part, manifest).await {
+    if let Err(e) = verify(&part, &url.to_string(), manifest).await {
         // A wrong file must not be resumed: its prefix is already wrong.
         let _ = tokio::fs::remove_file(&part).await;
         return Err(e);
@@ -269,8 +273,13 @@ pub async fn sync_dir(dir: &Path) -> Result<(), DownloadError> {
         .map_err(io("fsync", dir))
 }
 
-/// Checks size and SHA-256 of `path` against the manifest.
-pub async fn verify(path: &Path, manifest: &ReleaseManifest) -> Result<(), DownloadError> {
+/// Checks size and SHA-256 of `path`, fetched from `url`, against the manifest. Errors name the
+/// URL (where the wrong bytes came from, which is what an operator can fix), not the local file.
+pub async fn verify(
+    path: &Path,
+    url: &str,
+    manifest: &ReleaseManifest,
+) -> Result<(), DownloadError> {
     let owned = path.to_owned();
     let digest: BundleDigest =
         tokio::task::spawn_blocking(move || spark_release::digest_file(&owned))
@@ -284,12 +293,13 @@ pub async fn verify(path: &Path, manifest: &ReleaseManifest) -> Result<(), Downl
     manifest.check_bundle(&digest).map_err(|m| {
         if m.found.size != m.expected.size {
             DownloadError::SizeMismatch {
-                url: path.display().to_string(),
+                url: url.to_owned(),
                 expected: m.expected.size,
                 served: m.found.size,
             }
         } else {
             DownloadError::DigestMismatch {
+                url: url.to_owned(),
                 expected: hex::encode(m.expected.sha256),
                 found: hex::encode(m.found.sha256),
             }

@@ -132,7 +132,24 @@ async fn wrong_bytes_truncated_file_and_short_space_are_refused() {
     .unwrap_err();
     assert!(matches!(err, DownloadError::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains("SHA-256"), "{err}");
+    // The error names where the wrong bytes came from, not a local file.
+    assert!(err.to_string().contains(&url.to_string()), "{err}");
     assert!(!dest.exists() && !part_path(&dest).exists());
+
+    // Regression (issue 4): the final size check names the URL, not the local path.
+    let short = dir.path().join("short.raucb.part");
+    std::fs::write(&short, &bundle[..1000]).unwrap();
+    let err = download::verify(&short, &url.to_string(), release.manifest())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DownloadError::SizeMismatch { served: 1000, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&url.to_string()), "{text}");
+    assert!(!text.contains("short.raucb"), "{text}");
+    std::fs::remove_file(&short).unwrap();
 
     // A truncated file on the server: refused from the size the server announces.
     server.put(&path, bundle[..100_000].to_vec());
