@@ -1,1 +1,4 @@
-//! Gateway meter-reading daemon: owns the radio module, buffers readings durably, serves io.spark.Meters1; with a meter-radio simulator (being built; see issue 3).
+pub mod config;
+pub mod link;
+pub mod radio;
+pub mod sim;
