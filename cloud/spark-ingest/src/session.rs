@@ -1,0 +1,588 @@
+//! One gateway connection after the TLS handshake: the spark-proto session (see the crate docs
+//! of `spark-proto` for the message flow and resync rules).
+//!
+//! Reading and committing alternate in one task. Every complete frame already buffered is
+//! handled; sequenced messages (readings batches, events) collect into a group that is committed
+//! in one transaction when the buffer runs dry (or the group is full), and one cumulative Ack
+//! follows the commit. Only then is the socket read again, so read-ahead is bounded by one
+//! buffer (at most one frame plus one read) and the kernel's socket buffers: a gateway that sends
+//! faster than the database commits is slowed down by TCP, never queued in memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use spark_proto::{
+    Ack, BootSlot, CodecContext, Command, CommandStatus, DecodeError, Event, ExpandError, Header,
+    Message, Nack, NackCode, Pong, ReadingsBatch, Roster, Welcome,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, error, info, warn};
+
+use crate::error::StoreError;
+use crate::hub::Registration;
+use crate::server::{Shared, Shutdown};
+use crate::store::{HelloRecord, Item, MAX_TS, meter_id_text};
+
+/// Smallest read: enough for a handful of small frames, small for an idle connection.
+const READ_MIN: usize = 4096;
+/// Sequenced messages committed in one transaction at most.
+const MAX_GROUP_ITEMS: usize = 64;
+/// Readings committed in one transaction at most (bounds the memory of a group).
+const MAX_GROUP_READINGS: usize = 200_000;
+/// Time allowed to say goodbye (a last Nack, TLS close_notify) to a gateway that may be gone.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a session ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The gateway closed the connection.
+    Closed,
+    Shutdown,
+    /// A newer connection of the same gateway took over.
+    Replaced,
+    /// Nothing received for the idle timeout.
+    Idle,
+    /// The gateway sent something we refuse; closes the connection. The Nack code and reason
+    /// go to the gateway before the close.
+    Bad { code: NackCode, reason: String },
+    Io(std::io::Error),
+    WriteTimeout,
+    Store(StoreError),
+}
+
+impl End {
+    fn bad(reason: impl Into<String>) -> End {
+        End::Bad {
+            code: NackCode::Malformed,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<StoreError> for End {
+    fn from(e: StoreError) -> End {
+        End::Store(e)
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs the session of `gateway` (the CN of its verified client certificate) to its end and
+/// closes the connection.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    stream: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    gateway: String,
+    shutdown: &mut Shutdown,
+) {
+    let mut s = Session {
+        gateway,
+        peer,
+        stream,
+        buf: BytesMut::new(),
+        shared,
+        codec: CodecContext::new(0, 0),
+        roster: Vec::new(),
+        next_seq: 1,
+        committed: 0,
+        ack_due: false,
+        resend_requested: false,
+        group: Vec::new(),
+        group_readings: 0,
+        last_touch: Instant::now(),
+        heard_since_touch: false,
+        last_frame: Instant::now(),
+    };
+    let mut registration = None;
+    let end = s.run(shutdown, &mut registration).await;
+    let (gw, peer) = (s.gateway.clone(), s.peer);
+    match &end {
+        End::Closed => info!(gateway = %gw, %peer, "gateway closed the connection"),
+        End::Shutdown => info!(gateway = %gw, %peer, "closing connection: ingest is shutting down"),
+        End::Replaced => info!(gateway = %gw, %peer, "closing connection: the gateway connected again"),
+        End::Idle => info!(gateway = %gw, %peer,
+            "closing connection: nothing received for {}s", s.shared.config.idle_timeout.as_secs()),
+        End::Bad { reason, .. } => warn!(gateway = %gw, %peer,
+            "closing connection of gateway {gw}: {reason}; nothing of that frame was stored"),
+        End::Io(e) => info!(gateway = %gw, %peer, "connection lost: {e}"),
+        End::WriteTimeout => warn!(gateway = %gw, %peer,
+            "closing connection: the gateway stopped reading (write timed out)"),
+        End::Store(e) => error!(gateway = %gw, %peer,
+            "closing connection: {e}; nothing uncommitted was acknowledged, the gateway will resend"),
+    }
+    // Best effort: tell the gateway why, then close TLS properly. It may already be gone.
+    let goodbye = match end {
+        End::Bad { code, reason } => Some((code, reason)),
+        End::Store(_) => Some((NackCode::Busy, "database unavailable; retry later".into())),
+        _ => None,
+    };
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        if let Some((code, reason)) = goodbye {
+            let mut detail = reason;
+            truncate_utf8(&mut detail, spark_proto::MAX_DETAIL_LEN);
+            let _ = s
+                .send(&Message::Nack(Nack {
+                    seq: 0,
+                    code,
+                    detail,
+                }))
+                .await;
+        }
+        let _ = s.stream.shutdown().await;
+    })
+    .await;
+    if let Some(mut reg) = registration {
+        s.shared.hub.unregister(&s.gateway, reg.id);
+        // Commands queued for this connection never reached the gateway: say so.
+        reg.commands.close();
+        while let Ok(cmd) = reg.commands.try_recv() {
+            if let Err(e) = s.shared.store.command_undelivered(cmd.id, now()).await {
+                warn!(gateway = %s.gateway, command = cmd.id, "cannot mark command undelivered: {e}");
+            }
+        }
+        if s.heard_since_touch
+            && let Err(e) = s.shared.store.touch(&s.gateway, now()).await
+        {
+            warn!(gateway = %s.gateway, "cannot update last_seen: {e}");
+        }
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+struct Session {
+    gateway: String,
+    peer: SocketAddr,
+    stream: TlsStream<TcpStream>,
+    buf: BytesMut,
+    shared: Arc<Shared>,
+    codec: CodecContext,
+    /// Meter ids of the stored roster, in order (index = meter index in batches).
+    roster: Vec<String>,
+    /// The sequence number the next new message must have.
+    next_seq: u64,
+    /// Highest sequence number known committed.
+    committed: u64,
+    /// An Ack is owed (something committed, or a resend of committed messages arrived).
+    ack_due: bool,
+    /// A Nack asked the gateway to resend from `next_seq`: frames beyond it, already in flight,
+    /// are dropped quietly instead of drawing a SequenceGap Nack each.
+    resend_requested: bool,
+    group: Vec<Item>,
+    group_readings: usize,
+    last_touch: Instant,
+    heard_since_touch: bool,
+    last_frame: Instant,
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        shutdown: &mut Shutdown,
+        registration: &mut Option<Registration>,
+    ) -> End {
+        match self.run_inner(shutdown, registration).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    async fn run_inner(
+        &mut self,
+        shutdown: &mut Shutdown,
+        registration: &mut Option<Registration>,
+    ) -> Result<std::convert::Infallible, End> {
+        let hello_timeout = self.shared.config.hello_timeout;
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.recv() => return Err(End::Shutdown),
+            r = timeout(hello_timeout, self.read_message()) => match r {
+                Ok(r) => r?,
+                Err(_) => return Err(End::bad(format!(
+                    "no Hello within {}s of the handshake", hello_timeout.as_secs()))),
+            },
+        };
+        let Message::Hello(hello) = first else {
+            return Err(End::Bad {
+                code: NackCode::Rejected,
+                reason: format!("{} before Hello (Hello must come first)", first.message_type()),
+            });
+        };
+        let Some(version) = hello.negotiate() else {
+            return Err(End::Bad {
+                code: NackCode::UnsupportedVersion,
+                reason: format!(
+                    "no common protocol version: the gateway speaks {}..={}, ingest {}..={}",
+                    hello.min_version,
+                    hello.max_version,
+                    spark_proto::MIN_PROTOCOL_VERSION,
+                    spark_proto::PROTOCOL_VERSION
+                ),
+            });
+        };
+        let record = HelloRecord {
+            firmware_version: hello.firmware_version.clone(),
+            booted_slot: match hello.booted_slot {
+                BootSlot::A => "A",
+                BootSlot::B => "B",
+            },
+            protocol_version: version,
+            capabilities: hello.capabilities.0,
+            peer: self.peer.to_string(),
+        };
+        let start = self.shared.store.hello(&self.gateway, &record, now()).await?;
+        self.last_touch = Instant::now();
+        self.roster = start.roster;
+        self.codec = CodecContext::new(start.roster_version, self.roster.len() as u32);
+        self.committed = start.last_committed_seq;
+        // The gateway cannot resend what it already deleted (≤ its last ack), so a cloud
+        // database that is behind (restored from a backup, say) must not wait for it.
+        self.next_seq = self.committed.max(hello.last_acked_seq).saturating_add(1);
+        let reg = registration.insert(self.shared.hub.register(&self.gateway, self.peer));
+        let (commands, replaced) = (&mut reg.commands, reg.replaced.clone());
+        info!(gateway = %self.gateway, peer = %self.peer, firmware = %hello.firmware_version,
+            slot = record.booted_slot, version, last_committed_seq = self.committed,
+            gateway_last_acked = hello.last_acked_seq, roster_version = start.roster_version,
+            "gateway connected");
+        self.send(&Message::Welcome(Welcome {
+            version,
+            server_time: now(),
+            config_version: start.config_version,
+            roster_version: start.roster_version,
+            last_committed_seq: self.committed,
+        }))
+        .await?;
+
+        loop {
+            while let Some(msg) = self.decode_buffered()? {
+                self.handle(msg).await?;
+                if self.group.len() >= MAX_GROUP_ITEMS || self.group_readings >= MAX_GROUP_READINGS
+                {
+                    self.flush().await?;
+                }
+            }
+            self.flush().await?;
+            self.maybe_touch().await;
+
+            // Read at least the rest of a frame whose header is in, so a large batch arrives
+            // in a few reads; otherwise a small read keeps an idle connection small.
+            let want = match Header::parse(&self.buf) {
+                Ok(h) => (h.header_len + h.payload_len).saturating_sub(self.buf.len()),
+                Err(_) => 0,
+            };
+            if self.buf.is_empty() && self.buf.capacity() > 4 * READ_MIN {
+                self.buf = BytesMut::new(); // give back what a large frame needed
+            }
+            self.buf.reserve(want.max(READ_MIN));
+            let idle_deadline = self.last_frame + self.shared.config.idle_timeout;
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => return Err(End::Shutdown),
+                _ = replaced.notified() => return Err(End::Replaced),
+                Some(cmd) = commands.recv() => self.deliver(cmd).await?,
+                r = self.stream.read_buf(&mut self.buf) => match r {
+                    Ok(0) if self.buf.is_empty() => return Err(End::Closed),
+                    Ok(0) => return Err(End::bad(format!(
+                        "connection closed inside a frame ({} bytes of it received)", self.buf.len()))),
+                    Ok(_) => {}
+                    Err(e) => return Err(End::Io(e)),
+                },
+                _ = tokio::time::sleep_until(idle_deadline) => return Err(End::Idle),
+            }
+        }
+    }
+
+    /// The next message, reading from the socket as needed (used before the session is up).
+    async fn read_message(&mut self) -> Result<Message, End> {
+        loop {
+            if let Some(m) = self.decode_buffered()? {
+                return Ok(m);
+            }
+            self.buf.reserve(READ_MIN);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => return Err(End::Closed),
+                Ok(0) => return Err(End::bad("connection closed inside a frame")),
+                Ok(_) => {}
+                Err(e) => return Err(End::Io(e)),
+            }
+        }
+    }
+
+    /// Decodes the frame at the front of the buffer, if it is complete. Anything malformed
+    /// ends the session: after a framing error the stream cannot be trusted.
+    fn decode_buffered(&mut self) -> Result<Option<Message>, End> {
+        match spark_proto::decode(&self.buf) {
+            Ok((msg, used)) => {
+                self.buf.advance(used);
+                self.last_frame = Instant::now();
+                self.heard_since_touch = true;
+                Ok(Some(msg))
+            }
+            Err(DecodeError::Incomplete) => Ok(None),
+            Err(e) => Err(End::bad(format!("bad frame: {e}"))),
+        }
+    }
+
+    async fn handle(&mut self, msg: Message) -> Result<(), End> {
+        match msg {
+            Message::ReadingsBatch(b) => self.on_batch(b).await,
+            Message::Event(e) => self.on_event(e).await,
+            Message::Roster(r) => {
+                self.flush().await?;
+                self.on_roster(r).await
+            }
+            Message::Ping(p) => {
+                self.flush().await?;
+                self.send(&Message::Pong(Pong { nonce: p.nonce })).await
+            }
+            Message::Pong(_) => Ok(()),
+            Message::CommandResult(r) => self.on_result(r).await,
+            Message::Hello(_) => Err(End::bad("a second Hello on one connection")),
+            other @ (Message::Welcome(_)
+            | Message::Ack(_)
+            | Message::Nack(_)
+            | Message::Command(_)) => Err(End::bad(format!(
+                "{} is a cloud-to-gateway message",
+                other.message_type()
+            ))),
+        }
+    }
+
+    /// Checks a sequenced message's number. `Ok(true)`: new, take it; `Ok(false)`: not to be
+    /// stored (a resend of a committed one, or one after a gap, which was Nacked).
+    async fn admit(&mut self, seq: u64, what: &str) -> Result<bool, End> {
+        if seq == 0 || i64::try_from(seq).is_err() {
+            return Err(End::bad(format!(
+                "{what} with sequence number {seq} (valid: 1..2^63)"
+            )));
+        }
+        if seq < self.next_seq {
+            // Already committed (or in this group): a resend after a lost Ack. Ack again.
+            debug!(gateway = %self.gateway, seq, "resent {what}: already stored");
+            self.ack_due = true;
+            return Ok(false);
+        }
+        if seq > self.next_seq {
+            if !self.resend_requested {
+                self.flush().await?;
+                warn!(gateway = %self.gateway, seq, expected = self.next_seq,
+                    "sequence gap: refusing {what} {seq} with SequenceGap");
+                self.nack(
+                    seq,
+                    NackCode::SequenceGap,
+                    format!("expected sequence {}", self.next_seq),
+                )
+                .await?;
+                self.resend_requested = true;
+            }
+            return Ok(false);
+        }
+        self.resend_requested = false;
+        Ok(true)
+    }
+
+    async fn on_batch(&mut self, batch: ReadingsBatch) -> Result<(), End> {
+        let seq = batch.seq;
+        let fresh = self.admit(seq, "readings batch").await?;
+        if !fresh && seq > self.next_seq {
+            // A gap (Nacked): the gateway resets and resends from our next sequence with a
+            // sync batch, so drop our references too.
+            self.codec.reset_session();
+            return Ok(());
+        }
+        // Expand even a resend: its deltas move the codec context forward as the gateway's did.
+        let samples = match self.codec.expand(&batch) {
+            Ok(samples) => samples,
+            Err(ExpandError::AwaitingSync { .. }) if !fresh => {
+                // A resend built before the gateway learnt of our reset: drop it quietly (the
+                // Nack that caused the reset makes the gateway resend it with the sync flag).
+                debug!(gateway = %self.gateway, seq,
+                    "dropping batch: awaiting the sync batch after a reset");
+                return Ok(());
+            }
+            Err(e) => {
+                self.flush().await?;
+                warn!(gateway = %self.gateway, seq, "refusing readings batch: {e}");
+                self.nack(seq, e.nack_code(), e.to_string()).await?;
+                self.codec.reset_session();
+                // Batches after it are in flight already; the gateway resends them after this.
+                self.resend_requested = true;
+                return Ok(());
+            }
+        };
+        if !fresh {
+            return Ok(());
+        }
+        if let Some(s) = samples.iter().find(|s| s.timestamp > MAX_TS) {
+            return Err(End::bad(format!(
+                "readings batch {seq}: timestamp {} of meter {} is after the year 9999",
+                s.timestamp, s.meter
+            )));
+        }
+        if let Some(s) = samples.iter().find(|s| i64::try_from(s.wh).is_err()) {
+            return Err(End::bad(format!(
+                "readings batch {seq}: register {} Wh of meter {} is beyond 2^63",
+                s.wh, s.meter
+            )));
+        }
+        self.group_readings += samples.len();
+        self.group.push(Item::Readings { seq, samples });
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<(), End> {
+        if !self.admit(event.seq, "event").await? {
+            return Ok(());
+        }
+        if event.time > MAX_TS {
+            return Err(End::bad(format!(
+                "event {}: time {} is after the year 9999",
+                event.seq, event.time
+            )));
+        }
+        self.next_seq += 1;
+        self.group.push(Item::Event(event));
+        Ok(())
+    }
+
+    async fn on_roster(&mut self, roster: Roster) -> Result<(), End> {
+        let ids: Vec<String> = roster.meters.iter().map(|m| meter_id_text(m)).collect();
+        let mut sorted: Vec<&String> = ids.iter().collect();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(End::Bad {
+                code: NackCode::Rejected,
+                reason: format!(
+                    "roster version {} lists meter {} twice",
+                    roster.version, w[0]
+                ),
+            });
+        }
+        self.shared
+            .store
+            .store_roster(&self.gateway, roster.version, &ids)
+            .await?;
+        info!(gateway = %self.gateway, version = roster.version, meters = ids.len(), "roster stored");
+        self.codec.set_roster(roster.version, ids.len() as u32);
+        self.roster = ids;
+        Ok(())
+    }
+
+    async fn on_result(&mut self, r: spark_proto::CommandResult) -> Result<(), End> {
+        let status = match r.status {
+            CommandStatus::Accepted => "accepted",
+            CommandStatus::Succeeded => "succeeded",
+            CommandStatus::Failed => "failed",
+            CommandStatus::Rejected => "rejected",
+        };
+        match self
+            .shared
+            .store
+            .command_result(&self.gateway, r.id, status, r.code, &r.detail, now())
+            .await?
+        {
+            Some(record) => {
+                info!(gateway = %self.gateway, command = r.id, status, code = r.code,
+                    detail = %r.detail, "command result");
+                self.shared.hub.publish(record);
+            }
+            None => warn!(gateway = %self.gateway, command = r.id,
+                "CommandResult for a command this gateway was never sent; ignored"),
+        }
+        Ok(())
+    }
+
+    async fn deliver(&mut self, cmd: Command) -> Result<(), End> {
+        let id = cmd.id;
+        if let Err(e) = self.send(&Message::Command(cmd)).await {
+            if let Err(e) = self.shared.store.command_undelivered(id, now()).await {
+                warn!(gateway = %self.gateway, command = id, "cannot mark command undelivered: {e}");
+            }
+            return Err(e);
+        }
+        info!(gateway = %self.gateway, command = id, "command sent");
+        if let Err(e) = self.shared.store.command_delivered(id, now()).await {
+            warn!(gateway = %self.gateway, command = id, "cannot record command delivery: {e}");
+        }
+        Ok(())
+    }
+
+    /// Commits the group, then sends the Ack it earned. Nothing is acknowledged before the
+    /// database has committed it.
+    async fn flush(&mut self) -> Result<(), End> {
+        if !self.group.is_empty() {
+            let items = std::mem::take(&mut self.group);
+            self.group_readings = 0;
+            let last = items.last().map_or(0, Item::seq);
+            let outcome = self
+                .shared
+                .store
+                .commit(&self.gateway, &items, &self.roster, now())
+                .await?;
+            self.last_touch = Instant::now(); // the commit updated last_seen
+            self.heard_since_touch = false;
+            debug!(gateway = %self.gateway, through = last, stored = outcome.stored,
+                duplicates = outcome.duplicates, readings = outcome.readings, "committed");
+            self.committed = self.committed.max(last);
+            self.ack_due = true;
+        }
+        if self.ack_due && self.committed > 0 {
+            self.ack_due = false;
+            self.send(&Message::Ack(Ack {
+                seq: self.committed,
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn nack(&mut self, seq: u64, code: NackCode, mut detail: String) -> Result<(), End> {
+        truncate_utf8(&mut detail, spark_proto::MAX_DETAIL_LEN);
+        self.send(&Message::Nack(Nack { seq, code, detail })).await
+    }
+
+    /// Writes `last_seen` when something was heard and the last write is old enough.
+    async fn maybe_touch(&mut self) {
+        if self.heard_since_touch && self.last_touch.elapsed() >= self.shared.config.last_seen_interval {
+            self.last_touch = Instant::now();
+            self.heard_since_touch = false;
+            if let Err(e) = self.shared.store.touch(&self.gateway, now()).await {
+                warn!(gateway = %self.gateway, "cannot update last_seen: {e}");
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: &Message) -> Result<(), End> {
+        let mut out = Vec::new();
+        spark_proto::encode(msg, &mut out)
+            .map_err(|e| End::bad(format!("cannot encode {}: {e}", msg.message_type())))?;
+        let write = async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        };
+        match timeout(self.shared.config.write_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::WriteTimeout),
+        }
+    }
+}
