@@ -19,13 +19,103 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
+mod config;
 mod error;
 mod hub;
 mod server;
 mod session;
 pub mod store;
 
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tracing::info;
+
+pub use config::{Config, TlsFiles};
 pub use error::{ConfigError, IngestError, StoreError};
 pub use hub::Hub;
 pub use server::{Server, ServerConfig};
 pub use store::{Backend, CommandRecord, GatewayInfo, Store, StoredEvent, StoredReading};
+
+/// Runs the service from its config until `shutdown` completes: opens (and migrates) the
+/// database, starts the telemetry listener and, if configured, the internal API, calls `ready`
+/// once both listen, and on shutdown lets every connection finish its in-flight commit.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), IngestError> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") && config.database.is_none() {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| IngestError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    }
+    let store = match &url {
+        u if u.starts_with("postgres") => {
+            let options = u.parse().map_err(|source| StoreError::Connect {
+                url: "postgres".into(),
+                source,
+            })?;
+            Store::connect_postgres(options, config.database_connections).await?
+        }
+        u => Store::connect(u).await?,
+    };
+    info!(backend = ?store.backend(), "database ready");
+    let mut server_config = ServerConfig::from_files(
+        &config.tls.cert,
+        &config.tls.key,
+        &config.tls.device_ca,
+    )?;
+    server_config.max_connections = config.max_connections;
+    server_config.handshake_timeout = config.handshake_timeout();
+    server_config.hello_timeout = config.hello_timeout();
+    server_config.idle_timeout = config.idle_timeout();
+    server_config.last_seen_interval = config.last_seen_interval();
+    let server = Server::new(server_config, store.clone())?;
+
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| IngestError::Bind { addr, source })
+    };
+    let listener = bind(config.listen).await?;
+    let api = match (config.internal_listen, &config.tls.server_ca) {
+        (Some(addr), Some(server_ca)) => {
+            let api_config = api::ApiConfig::from_files(
+                &config.tls.cert,
+                &config.tls.key,
+                server_ca,
+                config.internal_clients.clone(),
+            )?;
+            Some((bind(addr).await?, api_config))
+        }
+        _ => None,
+    };
+
+    let (stop, _) = broadcast::channel::<()>(1);
+    let stopped = |mut rx: broadcast::Receiver<()>| async move {
+        let _ = rx.recv().await;
+    };
+    let api_task = api.map(|(listener, api_config)| {
+        let app = api::router(server.hub(), store.clone());
+        tokio::spawn(api::serve(listener, api_config, app, stopped(stop.subscribe())))
+    });
+    let telemetry = tokio::spawn(server.run(listener, stopped(stop.subscribe())));
+    ready();
+    shutdown.await;
+    info!("shutdown requested");
+    let _ = stop.send(());
+    let telemetry_result = telemetry.await;
+    if let Some(task) = api_task {
+        let _ = task.await;
+    }
+    store.close().await;
+    match telemetry_result {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

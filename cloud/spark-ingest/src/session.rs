@@ -146,8 +146,11 @@ pub(crate) async fn serve(
         // Commands queued for this connection never reached the gateway: say so.
         reg.commands.close();
         while let Ok(cmd) = reg.commands.try_recv() {
-            if let Err(e) = s.shared.store.command_undelivered(cmd.id, now()).await {
-                warn!(gateway = %s.gateway, command = cmd.id, "cannot mark command undelivered: {e}");
+            match s.shared.store.command_undelivered(cmd.id, now()).await {
+                Ok(Some(record)) => s.shared.hub.publish(record),
+                Ok(None) => {}
+                Err(e) => warn!(gateway = %s.gateway, command = cmd.id,
+                    "cannot mark command undelivered: {e}"),
             }
         }
         if s.heard_since_touch
@@ -514,8 +517,11 @@ impl Session {
     async fn deliver(&mut self, cmd: Command) -> Result<(), End> {
         let id = cmd.id;
         if let Err(e) = self.send(&Message::Command(cmd)).await {
-            if let Err(e) = self.shared.store.command_undelivered(id, now()).await {
-                warn!(gateway = %self.gateway, command = id, "cannot mark command undelivered: {e}");
+            match self.shared.store.command_undelivered(id, now()).await {
+                Ok(Some(record)) => self.shared.hub.publish(record),
+                Ok(None) => {}
+                Err(e) => warn!(gateway = %self.gateway, command = id,
+                    "cannot mark command undelivered: {e}"),
             }
             return Err(e);
         }

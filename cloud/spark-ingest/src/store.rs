@@ -661,8 +661,12 @@ impl Store {
     }
 
     /// Marks a command that never reached the gateway (its connection ended first) as
-    /// `undelivered`, unless a result already arrived.
-    pub(crate) async fn command_undelivered(&self, id: u64, now: u64) -> Result<(), StoreError> {
+    /// `undelivered`, unless a result already arrived; returns the command as it now is.
+    pub(crate) async fn command_undelivered(
+        &self,
+        id: u64,
+        now: u64,
+    ) -> Result<Option<CommandRecord>, StoreError> {
         let (id, now) = (i64_of(id, "command id")?, i64_of(now, "time")?);
         match self {
             Store::Sqlite(pool) => {
@@ -689,7 +693,7 @@ impl Store {
             }
         }
         .op("mark command undelivered")?;
-        Ok(())
+        self.command(u64_of(id)).await
     }
 
     /// Records a gateway's CommandResult. Only a command addressed to *this* gateway is updated:
