@@ -103,13 +103,17 @@ struct CommandRequest {
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum CommandBody {
     /// A signed release manifest (spark-release), base64.
-    UpdateAvailable { manifest_b64: String },
+    UpdateAvailable {
+        manifest_b64: String,
+    },
     /// A configuration document (TOML) to apply as `config_version`, base64.
     SetConfig {
         config_version: u32,
         config_b64: String,
     },
-    Reboot { delay_secs: u32 },
+    Reboot {
+        delay_secs: u32,
+    },
 }
 
 impl CommandBody {
@@ -269,7 +273,13 @@ async fn post_command(
     let request = serde_json::to_value(&req.command).unwrap_or_default();
     let id = st
         .store
-        .insert_command(&gateway, req.command.name(), &request, config_version, now())
+        .insert_command(
+            &gateway,
+            req.command.name(),
+            &request,
+            config_version,
+            now(),
+        )
         .await?;
     let caller = caller.map_or_else(|| "?".into(), |c| c.0.0.clone());
     info!(%gateway, command = id, kind = req.command.name(), %caller, "command requested");
@@ -353,8 +363,12 @@ pub async fn serve(
                 }
             };
             let shutdown = Shutdown::new(notify_shutdown.subscribe());
-            let (acceptor, config, app, done) =
-                (acceptor.clone(), config.clone(), app.clone(), done_tx.clone());
+            let (acceptor, config, app, done) = (
+                acceptor.clone(),
+                config.clone(),
+                app.clone(),
+                done_tx.clone(),
+            );
             tokio::spawn(async move {
                 api_connection(acceptor, &config, app, socket, peer, shutdown).await;
                 drop(done);
@@ -406,8 +420,8 @@ async fn api_connection(
         inner: TowerToHyperService::new(app),
         caller: Caller(caller.into()),
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service);
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -430,9 +444,11 @@ struct WithCaller {
 }
 
 impl hyper::service::Service<Request<Incoming>> for WithCaller {
-    type Response = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Response;
+    type Response =
+        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Response;
     type Error = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Error;
-    type Future = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
+    type Future =
+        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.caller.clone());

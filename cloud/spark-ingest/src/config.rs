@@ -142,7 +142,10 @@ impl Config {
     /// The database URL: `database`, or the SQLite file in `data-dir`.
     pub fn database_url(&self) -> String {
         self.database.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("ingest.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ingest.db").display()
+            )
         })
     }
 

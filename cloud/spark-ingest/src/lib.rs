@@ -65,11 +65,8 @@ pub async fn run(
         u => Store::connect(u).await?,
     };
     info!(backend = ?store.backend(), "database ready");
-    let mut server_config = ServerConfig::from_files(
-        &config.tls.cert,
-        &config.tls.key,
-        &config.tls.device_ca,
-    )?;
+    let mut server_config =
+        ServerConfig::from_files(&config.tls.cert, &config.tls.key, &config.tls.device_ca)?;
     server_config.max_connections = config.max_connections;
     server_config.handshake_timeout = config.handshake_timeout();
     server_config.hello_timeout = config.hello_timeout();
@@ -102,7 +99,12 @@ pub async fn run(
     };
     let api_task = api.map(|(listener, api_config)| {
         let app = api::router(server.hub(), store.clone());
-        tokio::spawn(api::serve(listener, api_config, app, stopped(stop.subscribe())))
+        tokio::spawn(api::serve(
+            listener,
+            api_config,
+            app,
+            stopped(stop.subscribe()),
+        ))
     });
     let telemetry = tokio::spawn(server.run(listener, stopped(stop.subscribe())));
     ready();

@@ -59,7 +59,9 @@ impl ServerConfig {
         key: &Path,
         device_ca: &Path,
     ) -> Result<ServerConfig, IngestError> {
-        Ok(ServerConfig::new(spark_tls::server_config(cert, key, device_ca)?))
+        Ok(ServerConfig::new(spark_tls::server_config(
+            cert, key, device_ca,
+        )?))
     }
 }
 

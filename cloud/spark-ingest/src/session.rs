@@ -49,7 +49,10 @@ pub(crate) enum End {
     Idle,
     /// The gateway sent something we refuse; closes the connection. The Nack code and reason
     /// go to the gateway before the close.
-    Bad { code: NackCode, reason: String },
+    Bad {
+        code: NackCode,
+        reason: String,
+    },
     Io(std::io::Error),
     WriteTimeout,
     Store(StoreError),
@@ -109,7 +112,9 @@ pub(crate) async fn serve(
     match &end {
         End::Closed => info!(gateway = %gw, %peer, "gateway closed the connection"),
         End::Shutdown => info!(gateway = %gw, %peer, "closing connection: ingest is shutting down"),
-        End::Replaced => info!(gateway = %gw, %peer, "closing connection: the gateway connected again"),
+        End::Replaced => {
+            info!(gateway = %gw, %peer, "closing connection: the gateway connected again")
+        }
         End::Idle => info!(gateway = %gw, %peer,
             "closing connection: nothing received for {}s", s.shared.config.idle_timeout.as_secs()),
         End::Bad { reason, .. } => warn!(gateway = %gw, %peer,
@@ -226,7 +231,10 @@ impl Session {
         let Message::Hello(hello) = first else {
             return Err(End::Bad {
                 code: NackCode::Rejected,
-                reason: format!("{} before Hello (Hello must come first)", first.message_type()),
+                reason: format!(
+                    "{} before Hello (Hello must come first)",
+                    first.message_type()
+                ),
             });
         };
         let Some(version) = hello.negotiate() else {
@@ -251,7 +259,11 @@ impl Session {
             capabilities: hello.capabilities.0,
             peer: self.peer.to_string(),
         };
-        let start = self.shared.store.hello(&self.gateway, &record, now()).await?;
+        let start = self
+            .shared
+            .store
+            .hello(&self.gateway, &record, now())
+            .await?;
         self.last_touch = Instant::now();
         self.roster = start.roster;
         self.codec = CodecContext::new(start.roster_version, self.roster.len() as u32);
@@ -568,7 +580,9 @@ impl Session {
 
     /// Writes `last_seen` when something was heard and the last write is old enough.
     async fn maybe_touch(&mut self) {
-        if self.heard_since_touch && self.last_touch.elapsed() >= self.shared.config.last_seen_interval {
+        if self.heard_since_touch
+            && self.last_touch.elapsed() >= self.shared.config.last_seen_interval
+        {
             self.last_touch = Instant::now();
             self.heard_since_touch = false;
             if let Err(e) = self.shared.store.touch(&self.gateway, now()).await {

@@ -107,7 +107,10 @@ pub(crate) struct HelloRecord {
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
     /// An expanded readings batch; `Sample::meter` indexes the session's roster.
-    Readings { seq: u64, samples: Vec<Sample> },
+    Readings {
+        seq: u64,
+        samples: Vec<Sample>,
+    },
     Event(Event),
 }
 
@@ -253,9 +256,7 @@ impl Store {
                     other => other,
                 })
         } else {
-            Err(StoreError::UnsupportedUrl {
-                url: redact(url),
-            })
+            Err(StoreError::UnsupportedUrl { url: redact(url) })
         }
     }
 
@@ -407,10 +408,7 @@ impl Store {
                             .push_bind((base + i) as i64)
                             .push_bind(id.as_str());
                     });
-                    qb.build()
-                        .execute(&mut *tx)
-                        .await
-                        .op("insert roster")?;
+                    qb.build().execute(&mut *tx).await.op("insert roster")?;
                 }
                 sqlx::query("UPDATE gateways SET roster_version = ?1 WHERE gateway = ?2")
                     .bind(i64::from(version))
@@ -476,26 +474,22 @@ impl Store {
         let now = i64_of(now, "time")?;
         match self {
             Store::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE gateways SET last_seen = MAX(last_seen, ?1) WHERE gateway = ?2",
-                )
-                .bind(now)
-                .bind(gateway)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+                sqlx::query("UPDATE gateways SET last_seen = MAX(last_seen, ?1) WHERE gateway = ?2")
+                    .bind(now)
+                    .bind(gateway)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
             }
-            Store::Postgres(pg) => {
-                sqlx::query(
-                    "UPDATE gateways SET last_seen = GREATEST(last_seen, to_timestamp($1)) \
+            Store::Postgres(pg) => sqlx::query(
+                "UPDATE gateways SET last_seen = GREATEST(last_seen, to_timestamp($1)) \
                      WHERE gateway = $2",
-                )
-                .bind(now)
-                .bind(gateway)
-                .execute(&pg.pool)
-                .await
-                .map(|r| r.rows_affected())
-            }
+            )
+            .bind(now)
+            .bind(gateway)
+            .execute(&pg.pool)
+            .await
+            .map(|r| r.rows_affected()),
         }
         .op("update last_seen")?;
         Ok(())
@@ -644,17 +638,15 @@ impl Store {
                     .await
                     .map(|r| r.rows_affected())
             }
-            Store::Postgres(pg) => {
-                sqlx::query(
-                    "UPDATE commands SET delivered_at = to_timestamp($1), \
+            Store::Postgres(pg) => sqlx::query(
+                "UPDATE commands SET delivered_at = to_timestamp($1), \
                      updated_at = to_timestamp($1) WHERE id = $2",
-                )
-                .bind(now)
-                .bind(id)
-                .execute(&pg.pool)
-                .await
-                .map(|r| r.rows_affected())
-            }
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&pg.pool)
+            .await
+            .map(|r| r.rows_affected()),
         }
         .op("mark command delivered")?;
         Ok(())
@@ -669,28 +661,24 @@ impl Store {
     ) -> Result<Option<CommandRecord>, StoreError> {
         let (id, now) = (i64_of(id, "command id")?, i64_of(now, "time")?);
         match self {
-            Store::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE commands SET status = 'undelivered', updated_at = ?1 \
+            Store::Sqlite(pool) => sqlx::query(
+                "UPDATE commands SET status = 'undelivered', updated_at = ?1 \
                      WHERE id = ?2 AND status = 'pending'",
-                )
-                .bind(now)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-            }
-            Store::Postgres(pg) => {
-                sqlx::query(
-                    "UPDATE commands SET status = 'undelivered', updated_at = to_timestamp($1) \
+            )
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+            Store::Postgres(pg) => sqlx::query(
+                "UPDATE commands SET status = 'undelivered', updated_at = to_timestamp($1) \
                      WHERE id = $2 AND status = 'pending'",
-                )
-                .bind(now)
-                .bind(id)
-                .execute(&pg.pool)
-                .await
-                .map(|r| r.rows_affected())
-            }
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&pg.pool)
+            .await
+            .map(|r| r.rows_affected()),
         }
         .op("mark command undelivered")?;
         self.command(u64_of(id)).await
@@ -712,36 +700,32 @@ impl Store {
         };
         let now = i64_of(now, "time")?;
         let updated = match self {
-            Store::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE commands SET status = ?1, code = ?2, detail = ?3, updated_at = ?4 \
+            Store::Sqlite(pool) => sqlx::query(
+                "UPDATE commands SET status = ?1, code = ?2, detail = ?3, updated_at = ?4 \
                      WHERE id = ?5 AND gateway = ?6",
-                )
-                .bind(status)
-                .bind(i64::from(code))
-                .bind(detail)
-                .bind(now)
-                .bind(id)
-                .bind(gateway)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-            }
-            Store::Postgres(pg) => {
-                sqlx::query(
-                    "UPDATE commands SET status = $1, code = $2, detail = $3, \
+            )
+            .bind(status)
+            .bind(i64::from(code))
+            .bind(detail)
+            .bind(now)
+            .bind(id)
+            .bind(gateway)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+            Store::Postgres(pg) => sqlx::query(
+                "UPDATE commands SET status = $1, code = $2, detail = $3, \
                      updated_at = to_timestamp($4) WHERE id = $5 AND gateway = $6",
-                )
-                .bind(status)
-                .bind(i32::from(code))
-                .bind(detail)
-                .bind(now)
-                .bind(id)
-                .bind(gateway)
-                .execute(&pg.pool)
-                .await
-                .map(|r| r.rows_affected())
-            }
+            )
+            .bind(status)
+            .bind(i32::from(code))
+            .bind(detail)
+            .bind(now)
+            .bind(id)
+            .bind(gateway)
+            .execute(&pg.pool)
+            .await
+            .map(|r| r.rows_affected()),
         }
         .op("record command result")?;
         if updated == 0 {
@@ -830,14 +814,12 @@ impl Store {
     /// All readings of one gateway, by time then meter.
     pub async fn readings(&self, gateway: &str) -> Result<Vec<StoredReading>, StoreError> {
         let rows: Vec<(String, i64, i64)> = match self {
-            Store::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT meter_id, ts, wh FROM readings WHERE gateway = ?1 ORDER BY ts, meter_id",
-                )
-                .bind(gateway)
-                .fetch_all(pool)
-                .await
-            }
+            Store::Sqlite(pool) => sqlx::query_as(
+                "SELECT meter_id, ts, wh FROM readings WHERE gateway = ?1 ORDER BY ts, meter_id",
+            )
+            .bind(gateway)
+            .fetch_all(pool)
+            .await,
             Store::Postgres(pg) => {
                 sqlx::query_as(
                     "SELECT meter_id, extract(epoch FROM ts)::bigint, wh FROM readings \
@@ -879,14 +861,12 @@ impl Store {
     /// Events of one gateway, by sequence.
     pub async fn events(&self, gateway: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let rows: Vec<(i64, i64, String, Option<String>, String)> = match self {
-            Store::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT seq, ts, kind, meter_id, data FROM events WHERE gateway = ?1 ORDER BY seq",
-                )
-                .bind(gateway)
-                .fetch_all(pool)
-                .await
-            }
+            Store::Sqlite(pool) => sqlx::query_as(
+                "SELECT seq, ts, kind, meter_id, data FROM events WHERE gateway = ?1 ORDER BY seq",
+            )
+            .bind(gateway)
+            .fetch_all(pool)
+            .await,
             Store::Postgres(pg) => {
                 sqlx::query_as(
                     "SELECT seq, extract(epoch FROM ts)::bigint, kind, meter_id, data::text \
@@ -932,10 +912,7 @@ impl Store {
 
     /// The stored roster of a gateway: version and meter ids in order.
     pub async fn roster(&self, gateway: &str) -> Result<(u32, Vec<String>), StoreError> {
-        let version = self
-            .gateway(gateway)
-            .await?
-            .map_or(0, |g| g.roster_version);
+        let version = self.gateway(gateway).await?.map_or(0, |g| g.roster_version);
         let ids = match self {
             Store::Sqlite(pool) => {
                 sqlx::query_scalar(
@@ -1025,7 +1002,8 @@ async fn commit_sqlite(
         match item {
             Item::Readings { samples, .. } => {
                 for chunk in samples.chunks(SQLITE_ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new("INSERT INTO readings (gateway, meter_id, ts, wh) ");
+                    let mut qb =
+                        QueryBuilder::new("INSERT INTO readings (gateway, meter_id, ts, wh) ");
                     let mut bad = None;
                     qb.push_values(chunk, |mut b, s| {
                         // Ranges were checked by the session; a miss here is a bug, refused below.
@@ -1045,10 +1023,7 @@ async fn commit_sqlite(
                     if let Some((what, value)) = bad {
                         return Err(StoreError::OutOfRange { what, value });
                     }
-                    qb.build()
-                        .execute(&mut *tx)
-                        .await
-                        .op("insert readings")?;
+                    qb.build().execute(&mut *tx).await.op("insert readings")?;
                     out.readings += chunk.len();
                 }
             }
@@ -1159,11 +1134,11 @@ impl PgStore {
                 .await
                 .op("look up partition")?;
             if !exists {
-                let range = format!(
-                    "ts >= to_timestamp({from}) AND ts < to_timestamp({to})"
-                );
+                let range = format!("ts >= to_timestamp({from}) AND ts < to_timestamp({to})");
                 for sql in [
-                    format!("CREATE TABLE {name} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"),
+                    format!(
+                        "CREATE TABLE {name} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                    ),
                     format!("INSERT INTO {name} SELECT * FROM readings_default WHERE {range}"),
                     format!("DELETE FROM readings_default WHERE {range}"),
                     format!(

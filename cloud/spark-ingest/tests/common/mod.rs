@@ -10,11 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use spark_keys::{CertificateAuthority, DevPki, DevPkiOptions, KeyAlgorithm, LeafProfile};
-use spark_proto::{
-    BootSlot, Capabilities, CodecContext, Hello, Message, Roster, Sample, Welcome,
-};
 use spark_ingest::{Hub, Server, ServerConfig, Store};
+use spark_keys::{CertificateAuthority, DevPki, DevPkiOptions, KeyAlgorithm, LeafProfile};
+use spark_proto::{BootSlot, Capabilities, CodecContext, Hello, Message, Roster, Sample, Welcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -69,12 +67,21 @@ impl Pki {
         self.client_tls(&cert, &key)
     }
 
-    pub fn client_tls(&self, cert: &std::path::Path, key: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    pub fn client_tls(
+        &self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Arc<rustls::ClientConfig> {
         Arc::new(spark_tls::client_config(&self.pki.server_ca_cert(), cert, key).unwrap())
     }
 
     /// Writes a leaf issued by `ca` with `profile` into the PKI dir; returns (cert, key).
-    pub fn issue(&self, ca: &CertificateAuthority, profile: &LeafProfile, name: &str) -> (PathBuf, PathBuf) {
+    pub fn issue(
+        &self,
+        ca: &CertificateAuthority,
+        profile: &LeafProfile,
+        name: &str,
+    ) -> (PathBuf, PathBuf) {
         let issued = ca.issue(profile).unwrap();
         let cert = self.dir.path().join(format!("{name}.cert.pem"));
         let key = self.dir.path().join(format!("{name}.key.pem"));
@@ -106,8 +113,11 @@ impl Pki {
     pub fn foreign_device(&self, serial: &str) -> Arc<rustls::ClientConfig> {
         let ca = CertificateAuthority::generate_root("Foreign Device CA", KeyAlgorithm::EcdsaP256)
             .unwrap();
-        let (cert, key) =
-            self.issue(&ca, &LeafProfile::device(serial), &format!("foreign-{serial}"));
+        let (cert, key) = self.issue(
+            &ca,
+            &LeafProfile::device(serial),
+            &format!("foreign-{serial}"),
+        );
         self.client_tls(&cert, &key)
     }
 
@@ -150,7 +160,10 @@ impl TestDb {
 
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ingest.db").display());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("ingest.db").display()
+        );
         TestDb {
             url,
             _dir: Some(dir),
@@ -299,7 +312,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Connects and completes the TLS handshake.
-    pub async fn connect(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> std::io::Result<Gateway> {
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<Gateway> {
         let tcp = TcpStream::connect(addr).await?;
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let stream = tokio::time::timeout(WAIT, TlsConnector::from(tls).connect(name, tcp))
