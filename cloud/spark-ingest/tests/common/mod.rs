@@ -426,3 +426,61 @@ impl Gateway {
         seen
     }
 }
+
+/// Everything logged in this test process (see [`capture_logs`]).
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs a subscriber that keeps spark-ingest's log lines in memory, so a test can check
+/// that a refusal was logged with the gateway and the reason.
+pub fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("spark_ingest=debug")
+        .with_ansi(false)
+        .with_writer(|| Capture)
+        .try_init();
+}
+
+/// Waits until one log line contains every needle; returns that line.
+pub async fn wait_log(needles: &[&str]) -> String {
+    for _ in 0..250 {
+        {
+            let logs = LOGS.lock().unwrap_or_else(|p| p.into_inner());
+            let text = String::from_utf8_lossy(&logs);
+            if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = LOGS.lock().unwrap_or_else(|p| p.into_inner());
+    panic!(
+        "no log line with {needles:?}; the log:\n{}",
+        String::from_utf8_lossy(&logs)
+    );
+}
+
+/// Asserts the server refuses a connection made with `tls` (handshake error, or closed before
+/// any answer: with TLS 1.3 the client may finish its side before the server's verdict).
+pub async fn assert_refused(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
+    match Gateway::connect(addr, tls).await {
+        Err(_) => {}
+        Ok(mut gw) => {
+            let _ = gw.send(&Message::Hello(Gateway::hello(0, 1))).await;
+            assert!(gw.recv().await.is_none(), "connection was accepted");
+        }
+    }
+}
