@@ -30,7 +30,9 @@ pub struct SimGateway {
 pub fn roster(prefix: &str, n: usize) -> Roster {
     Roster {
         version: 1,
-        meters: (0..n).map(|i| format!("{prefix}-{i:05}").into_bytes()).collect(),
+        meters: (0..n)
+            .map(|i| format!("{prefix}-{i:05}").into_bytes())
+            .collect(),
     }
 }
 

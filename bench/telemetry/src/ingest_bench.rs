@@ -31,7 +31,11 @@ pub struct RateArgs {
     #[arg(long, default_value_t = 8)]
     window: u64,
     /// PostgreSQL server (a schema of its own is created and dropped).
-    #[arg(long, env = "SPARK_BENCH_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "SPARK_BENCH_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     postgres: String,
 }
 
@@ -155,7 +159,11 @@ pub async fn rate(args: RateArgs) -> anyhow::Result<()> {
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut admin)
         .await?;
-    let sep = if args.postgres.contains('?') { '&' } else { '?' };
+    let sep = if args.postgres.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let url = format!("{}{sep}options[search_path]={schema}", args.postgres);
     let result = rate_in_schema(&args, &pki, work.path(), &url, &schema, total).await;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -172,8 +180,7 @@ async fn rate_in_schema(
     schema: &str,
     total: u64,
 ) -> anyhow::Result<()> {
-    let (ingest, addr, _log) =
-        start_ingest(&pki.pki, work, Some(url), args.gateways + 16).await?;
+    let (ingest, addr, _log) = start_ingest(&pki.pki, work, Some(url), args.gateways + 16).await?;
 
     // Connect everyone first: the figure is the steady-state ingest rate, not handshakes.
     let mut gateways = Vec::with_capacity(args.gateways);
@@ -221,7 +228,10 @@ async fn rate_in_schema(
         .context("run psql (Debian package postgresql-client)")?;
     let copy_secs = started.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!("psql \\copy failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "psql \\copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let copied: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
         .fetch_one(&mut conn)
@@ -265,7 +275,12 @@ fn write_csv(path: &Path, args: &RateArgs) -> anyhow::Result<()> {
                 ts.second()
             );
             for (m, meter) in roster.meters.iter().enumerate() {
-                writeln!(out, "{name},{},{ts},{}", String::from_utf8_lossy(meter), register(g, m as u32, i))?;
+                writeln!(
+                    out,
+                    "{name},{},{ts},{}",
+                    String::from_utf8_lossy(meter),
+                    register(g, m as u32, i)
+                )?;
             }
         }
     }

@@ -5,13 +5,16 @@
 //!   against `psql \copy` of the same rows into the same table.
 //! - `idle-conns`: memory per idle mutual-TLS gateway connection in the real `spark-ingest`
 //!   process (VmRSS before and after N connections that said Hello and went quiet).
-//! - `wire` and `rss` drive the real daemons (see their modules).
+//! - `wire`: bytes on the wire per reading through the real daemons, against MQTT to Mosquitto.
+//! - `rss`: resident memory of the real meterd and uplinkd with 2000 meters.
 //!
 //! Benchmarks run the real binaries from the same target directory as this one (`cargo build
 //! --release --workspace` first; `ci/telemetry-bench.sh` does it all).
 
+mod daemons_bench;
 mod gateway;
 mod ingest_bench;
+mod mqtt;
 mod procs;
 
 use std::process::ExitCode;
@@ -31,6 +34,10 @@ enum Bench {
     IngestRate(ingest_bench::RateArgs),
     /// Memory per idle mutual-TLS connection in spark-ingest.
     IdleConns(ingest_bench::IdleArgs),
+    /// Wire bytes per reading through the real daemons vs MQTT to Mosquitto (needs root: netns).
+    Wire(daemons_bench::WireArgs),
+    /// RSS of spark-meterd and spark-uplinkd with 2000 meters.
+    Rss(daemons_bench::RssArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,8 @@ fn main() -> ExitCode {
         match args.bench {
             Bench::IngestRate(a) => ingest_bench::rate(a).await,
             Bench::IdleConns(a) => ingest_bench::idle(a).await,
+            Bench::Wire(a) => daemons_bench::wire(a).await,
+            Bench::Rss(a) => daemons_bench::rss(a).await,
         }
     });
     match result {

@@ -31,8 +31,8 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], log: &Path) -> anyhow::Result<Proc> {
-        let log_file = std::fs::File::create(log)
-            .with_context(|| format!("create {}", log.display()))?;
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let child = Command::new(workspace_binary(name)?)
             .args(args)
             .stdin(Stdio::null())
