@@ -88,19 +88,10 @@ pub fn router(hub: Hub, store: Store) -> Router {
         .with_state(ApiState { hub, store })
 }
 
-/// A command request body.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CommandRequest {
-    #[serde(flatten)]
-    command: CommandBody,
-    /// Seconds to wait for the gateway's CommandResult (0 or absent: answer 202 at once).
-    #[serde(default)]
-    wait_secs: u64,
-}
-
+/// A command request body, without `wait_secs` (seconds to wait for the gateway's result;
+/// absent or 0: answer 202 at once), which is taken out first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum CommandBody {
     /// A signed release manifest (spark-release), base64.
     UpdateAvailable {
@@ -260,29 +251,30 @@ async fn post_command(
     caller: Option<axum::Extension<Caller>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CommandRecord>), ApiError> {
-    let req: CommandRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid command: {e}")))?;
-    let kind = req.command.to_proto()?;
+    let bad = |e: serde_json::Error| ApiError::BadRequest(format!("invalid command: {e}"));
+    let mut json: serde_json::Value = serde_json::from_slice(&body).map_err(bad)?;
+    let wait_secs = match json.as_object_mut().and_then(|o| o.remove("wait_secs")) {
+        None => 0,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            ApiError::BadRequest("wait_secs must be a whole number of seconds".into())
+        })?,
+    };
+    let command: CommandBody = serde_json::from_value(json).map_err(bad)?;
+    let kind = command.to_proto()?;
     if !st.hub.is_connected(&gateway) {
         return Err(ApiError::NotConnected(gateway));
     }
-    let config_version = match &req.command {
+    let config_version = match &command {
         CommandBody::SetConfig { config_version, .. } => Some(*config_version),
         _ => None,
     };
-    let request = serde_json::to_value(&req.command).unwrap_or_default();
+    let request = serde_json::to_value(&command).unwrap_or_default();
     let id = st
         .store
-        .insert_command(
-            &gateway,
-            req.command.name(),
-            &request,
-            config_version,
-            now(),
-        )
+        .insert_command(&gateway, command.name(), &request, config_version, now())
         .await?;
     let caller = caller.map_or_else(|| "?".into(), |c| c.0.0.clone());
-    info!(%gateway, command = id, kind = req.command.name(), %caller, "command requested");
+    info!(%gateway, command = id, kind = command.name(), %caller, "command requested");
     // Subscribe before sending so a quick answer cannot slip past.
     let mut results = st.hub.results();
     if let Err(e) = st.hub.send(&gateway, Command { id, kind }) {
@@ -294,7 +286,7 @@ async fn post_command(
             SendError::Busy => ApiError::Busy(gateway),
         });
     }
-    let wait = Duration::from_secs(req.wait_secs).min(MAX_WAIT);
+    let wait = Duration::from_secs(wait_secs).min(MAX_WAIT);
     if !wait.is_zero() {
         let waited = timeout(wait, async {
             loop {

@@ -484,3 +484,73 @@ pub async fn assert_refused(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
         }
     }
 }
+
+/// A client of the internal API over mutual TLS (hyper HTTP/1.1 on tokio-rustls).
+pub struct ApiClient {
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl ApiClient {
+    /// One request on a fresh connection; returns the status and the JSON body.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> std::io::Result<(u16, serde_json::Value)> {
+        use http_body_util::BodyExt;
+        let tcp = TcpStream::connect(self.addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(90), sender.send_request(req))
+            .await
+            .map_err(|_| std::io::Error::other("API request timed out"))?
+            .map_err(std::io::Error::other)?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
+    }
+}
+
+/// Starts the internal API of `ingest` on 127.0.0.1; only CN `spark-ota` may call it.
+pub async fn start_api(pki: &Pki, ingest: &Ingest) -> SocketAddr {
+    let config = spark_ingest::api::ApiConfig::from_files(
+        &pki.pki.server_cert(),
+        &pki.pki.server_key(),
+        &pki.pki.server_ca_cert(),
+        vec!["spark-ota".to_owned()],
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = spark_ingest::api::router(ingest.hub.clone(), ingest.store.clone());
+    tokio::spawn(spark_ingest::api::serve(
+        listener,
+        config,
+        app,
+        std::future::pending(),
+    ));
+    addr
+}
