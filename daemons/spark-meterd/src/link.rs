@@ -65,9 +65,11 @@ pub fn make_raw(fd: BorrowedFd<'_>, baud: Option<u32>) -> std::io::Result<()> {
 /// A pollable descriptor (a tty, a pty master) as tokio reader and writer halves: two
 /// descriptors for the same open file, each registered with the reactor on its own.
 pub fn async_pair(fd: OwnedFd) -> std::io::Result<(pipe::Receiver, pipe::Sender)> {
+    // The reactor needs non-blocking I/O; the flag is on the open file, so the dup shares it.
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
     let dup = fd.try_clone()?;
-    // The unchecked constructors accept any pollable descriptor (not only FIFOs) and set
-    // O_NONBLOCK, which is what a tty needs.
+    // The unchecked constructors accept any pollable descriptor, not only FIFOs.
     let reader = pipe::Receiver::from_owned_fd_unchecked(fd)?;
     let writer = pipe::Sender::from_owned_fd_unchecked(dup)?;
     Ok((reader, writer))

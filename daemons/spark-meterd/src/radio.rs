@@ -106,13 +106,31 @@ pub struct RadioReading {
 /// One frame, either direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Status { epoch: u32, acked: u64, newest: u64 },
-    MeterList { offset: u16, total: u16, ids: Vec<String> },
+    Status {
+        epoch: u32,
+        acked: u64,
+        newest: u64,
+    },
+    MeterList {
+        offset: u16,
+        total: u16,
+        ids: Vec<String>,
+    },
     Reading(RadioReading),
-    Alarm { meter_id: String, timestamp: u64, code: u16 },
-    Hello { version: u8 },
-    Ack { seq: u64 },
-    Resend { from: u64 },
+    Alarm {
+        meter_id: String,
+        timestamp: u64,
+        code: u16,
+    },
+    Hello {
+        version: u8,
+    },
+    Ack {
+        seq: u64,
+    },
+    Resend {
+        from: u64,
+    },
     Ping,
 }
 
@@ -121,9 +139,13 @@ pub enum Frame {
 pub enum FrameError {
     #[error("{len} bytes of noise before a sync byte")]
     Noise { len: usize },
-    #[error("frame type {kind:#04x}: CRC {got:#06x} does not match {want:#06x} (damaged on the line)")]
+    #[error(
+        "frame type {kind:#04x}: CRC {got:#06x} does not match {want:#06x} (damaged on the line)"
+    )]
     Crc { kind: u8, got: u16, want: u16 },
-    #[error("frame type {kind:#04x} claims {len} payload bytes, more than {MAX_PAYLOAD} (damaged length)")]
+    #[error(
+        "frame type {kind:#04x} claims {len} payload bytes, more than {MAX_PAYLOAD} (damaged length)"
+    )]
     TooLong { kind: u8, len: usize },
     #[error("unknown frame type {kind:#04x}")]
     UnknownType { kind: u8 },
@@ -210,7 +232,10 @@ impl Frame {
             Frame::Ping => {}
         }
         let len = out.len() - start - HEADER;
-        assert!(len <= MAX_PAYLOAD, "frame payload of {len} bytes is too long");
+        assert!(
+            len <= MAX_PAYLOAD,
+            "frame payload of {len} bytes is too long"
+        );
         // The assert above bounds len to MAX_PAYLOAD, which fits u16.
         out[start + 2..start + 4].copy_from_slice(&(len as u16).to_le_bytes());
         let crc = crc16(&out[start + 1..]);

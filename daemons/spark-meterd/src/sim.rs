@@ -88,7 +88,10 @@ impl LoadShape {
             LoadShape::Household => {
                 let weekend = if weekday >= 5 { 1.2 } else { 1.0 };
                 // Fridge and standby never stop; people cook and light in the morning and evening.
-                (180.0 + 600.0 * bump(7.5, 1.0) + 1400.0 * bump(19.0, 1.6) + 250.0 * bump(13.0, 2.5))
+                (180.0
+                    + 600.0 * bump(7.5, 1.0)
+                    + 1400.0 * bump(19.0, 1.6)
+                    + 250.0 * bump(13.0, 2.5))
                     * weekend
             }
             LoadShape::Commercial => {

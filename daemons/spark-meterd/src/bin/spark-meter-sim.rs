@@ -90,7 +90,10 @@ fn main() -> anyhow::Result<()> {
         epoch: args.epoch,
     };
     let faults = Faults::new(args.seed, args.corrupt_rate, args.noise_rate);
-    let module = Module::new(options.epoch, Simulator::new(options.sim.clone()).meter_ids());
+    let module = Module::new(
+        options.epoch,
+        Simulator::new(options.sim.clone()).meter_ids(),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -132,7 +135,11 @@ fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let s = module.state();
-        tracing::info!(readings = s.newest, sessions = s.sessions, "done: every reading acknowledged");
+        tracing::info!(
+            readings = s.newest,
+            sessions = s.sessions,
+            "done: every reading acknowledged"
+        );
         anyhow::Ok(())
     })
 }

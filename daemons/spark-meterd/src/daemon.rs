@@ -1,0 +1,422 @@
+//! The daemon: opens the buffer, serves `io.spark.Meters1`, and keeps a session with the radio
+//! module, reconnecting with a bounded backoff whenever it goes away.
+//!
+//! A session: send `Hello`; the module answers `Status` (its epoch and what it has had
+//! acknowledged), the roster, then every unacknowledged reading. Readings are taken only in
+//! sequence order (`seq` = last stored + 1): copies of stored ones are dropped, a gap (a frame
+//! damaged on the line) asks the module to `Resend` from the missing one. Whatever arrived in one
+//! read is appended to the journal in one fsync, and only then acknowledged, so the module keeps
+//! anything meterd has not made durable.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use zbus::object_server::InterfaceRef;
+
+use crate::config::Config;
+use crate::link::{self, LinkReader, LinkWriter, RadioAddress};
+use crate::radio::{Frame, FrameDecoder, FrameError, RadioReading, VERSION};
+use crate::service::{self, Changes, Meters1, Shared};
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "D-Bus: {0}; is the system bus running and does its policy let meterd own io.spark.Meters1?"
+    )]
+    Bus(#[from] zbus::Error),
+}
+
+/// Why a radio session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("radio link: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the radio module closed the link")]
+    Closed,
+    #[error("the radio module did not answer for {0:?}")]
+    Silent(Duration),
+}
+
+/// Settings of the radio side.
+#[derive(Debug, Clone)]
+pub struct RadioSettings {
+    pub address: RadioAddress,
+    pub baud: Option<u32>,
+    pub ping_interval: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl RadioSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            address: config.radio.clone(),
+            baud: Some(config.baud),
+            ping_interval: config.ping_interval(),
+            reconnect_max: config.reconnect_max(),
+        }
+    }
+}
+
+/// Runs meterd until `shutdown` resolves. `ready` is called once the D-Bus name is owned.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), DaemonError> {
+    let store = Store::open(&config.data_dir, config.max_buffered)?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        head = store.head(),
+        buffered = store.buffered(),
+        meters = store.roster().len(),
+        "reading buffer open"
+    );
+    let shared = Shared::new(store);
+    let conn = match &config.bus_address {
+        Some(address) => {
+            zbus::connection::Builder::address(address.as_str())?
+                .build()
+                .await?
+        }
+        None => zbus::Connection::system().await?,
+    };
+    conn.object_server()
+        .at(spark_dbus::METERS1_PATH, Meters1::new(shared.clone()))
+        .await?;
+    let iface = conn
+        .object_server()
+        .interface::<_, Meters1>(spark_dbus::METERS1_PATH)
+        .await?;
+    conn.request_name(spark_dbus::METERS1_NAME).await?;
+    ready();
+    let settings = RadioSettings::from_config(&config);
+    tokio::select! {
+        _ = shutdown => {}
+        () = radio_loop(settings, shared, Some(iface)) => {}
+    }
+    tracing::info!("stopping");
+    Ok(())
+}
+
+/// Connects to the module and runs sessions forever, waiting 100 ms doubling up to
+/// `reconnect_max` between failed attempts.
+pub async fn radio_loop(
+    settings: RadioSettings,
+    shared: Arc<Shared>,
+    iface: Option<InterfaceRef<Meters1>>,
+) {
+    let first_wait = Duration::from_millis(100);
+    let mut wait = first_wait;
+    let mut failures = 0u32;
+    loop {
+        match link::connect(&settings.address, settings.baud).await {
+            Ok((r, w)) => {
+                let mut session = Session::new(&settings, &shared, iface.as_ref());
+                let result = session.run(r, w).await;
+                if session.was_online {
+                    wait = first_wait;
+                    failures = 0;
+                }
+                match result {
+                    Ok(()) => {}
+                    Err(e) if session.was_online => {
+                        tracing::warn!(error = %e, radio = %settings.address, "radio session ended; reconnecting");
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, radio = %settings.address, "radio did not come up")
+                    }
+                }
+            }
+            Err(e) => {
+                // Loud once, then quiet: a module that is away for hours should not fill the log.
+                if failures == 0 {
+                    tracing::warn!(error = %e, radio = %settings.address, "cannot open the radio link; retrying");
+                } else {
+                    tracing::debug!(error = %e, "radio link still not there");
+                }
+                failures = failures.saturating_add(1);
+            }
+        }
+        if shared.online.swap(false, Ordering::Relaxed) {
+            tracing::warn!("radio offline");
+            service::announce(
+                iface.as_ref(),
+                Changes {
+                    online: true,
+                    ..Changes::default()
+                },
+            )
+            .await;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(settings.reconnect_max);
+    }
+}
+
+/// One connection's worth of protocol state.
+struct Session<'a> {
+    settings: &'a RadioSettings,
+    shared: &'a Arc<Shared>,
+    iface: Option<&'a InterfaceRef<Meters1>>,
+    /// A Status arrived on this link.
+    was_online: bool,
+    roster: Vec<String>,
+    last_resend: Option<Instant>,
+    acked_sent: u64,
+}
+
+/// Quiet time after which a partial frame is abandoned (a damaged length waits for bytes that
+/// will not come).
+const PARTIAL_TIMEOUT: Duration = Duration::from_millis(500);
+/// A gap is reported to the module at most this often (frames already on their way would each
+/// ask again otherwise).
+const RESEND_SPACING: Duration = Duration::from_millis(500);
+
+impl<'a> Session<'a> {
+    fn new(
+        settings: &'a RadioSettings,
+        shared: &'a Arc<Shared>,
+        iface: Option<&'a InterfaceRef<Meters1>>,
+    ) -> Self {
+        Self {
+            settings,
+            shared,
+            iface,
+            was_online: false,
+            roster: Vec::new(),
+            last_resend: None,
+            acked_sent: 0,
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut reader: LinkReader,
+        mut writer: LinkWriter,
+    ) -> Result<(), SessionError> {
+        let (tx, mut rx) = mpsc::channel::<Frame>(64);
+        // Writes go through their own future so a slow line never stops reading.
+        let write_side = async move {
+            let mut out = Vec::new();
+            while let Some(frame) = rx.recv().await {
+                out.clear();
+                frame.encode(&mut out);
+                while let Ok(more) = rx.try_recv() {
+                    more.encode(&mut out);
+                }
+                writer.write_all(&out).await?;
+                writer.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let read_side = async {
+            let _ = tx.send(Frame::Hello { version: VERSION }).await;
+            let mut dec = FrameDecoder::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            let ping = self.settings.ping_interval;
+            let mut next_ping = Instant::now() + ping;
+            let mut last_heard = Instant::now();
+            loop {
+                let deadline = if dec.buffered() > 0 {
+                    next_ping.min(Instant::now() + PARTIAL_TIMEOUT)
+                } else {
+                    next_ping
+                };
+                let read = tokio::time::timeout_at(deadline, reader.read(&mut buf)).await;
+                let mut errors = Vec::new();
+                match read {
+                    Ok(Ok(0)) => return Err(SessionError::Closed),
+                    Ok(Ok(n)) => {
+                        last_heard = Instant::now();
+                        dec.push(&buf[..n]);
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => {
+                        if dec.buffered() > 0 && last_heard.elapsed() >= PARTIAL_TIMEOUT {
+                            errors.extend(dec.abandon_partial());
+                        }
+                        if Instant::now() >= next_ping {
+                            let silent = last_heard.elapsed();
+                            if silent > ping * 3 {
+                                return Err(SessionError::Silent(silent));
+                            }
+                            let _ = tx.send(Frame::Ping).await;
+                            next_ping = Instant::now() + ping;
+                        }
+                    }
+                }
+                let mut frames = Vec::new();
+                while let Some(f) = dec.next_frame() {
+                    match f {
+                        Ok(f) => frames.push(f),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                self.handle(frames, errors, &tx).await;
+            }
+        };
+        tokio::select! {
+            r = read_side => r,
+            r = write_side => match r {
+                Ok(()) => Err(SessionError::Closed),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Handles what one read brought: stores the readings in one append, then acknowledges.
+    async fn handle(
+        &mut self,
+        frames: Vec<Frame>,
+        errors: Vec<FrameError>,
+        tx: &mpsc::Sender<Frame>,
+    ) {
+        let mut changes = Changes::default();
+        for e in &errors {
+            tracing::warn!(error = %e, "skipped a bad frame from the radio module");
+        }
+        if !errors.is_empty() {
+            self.shared
+                .radio_errors
+                .fetch_add(errors.len() as u64, Ordering::Relaxed);
+            changes.radio_errors = true;
+        }
+        let mut batch: Vec<RadioReading> = Vec::new();
+        let mut duplicates = 0u64;
+        let mut gap = None;
+        let mut to_send = Vec::new();
+        for frame in frames {
+            match frame {
+                Frame::Status {
+                    epoch,
+                    acked,
+                    newest,
+                } => {
+                    // Store what we have before the module's view moves the baseline.
+                    self.flush_batch(&mut batch, &mut changes);
+                    let mut store = self.shared.store();
+                    if let Err(e) = store.module_status(epoch, acked) {
+                        tracing::error!(error = %e, "cannot record the radio module's state");
+                        continue;
+                    }
+                    let last = store.last_seq();
+                    drop(store);
+                    if acked < last {
+                        // Stored but not acknowledged before a crash: tell the module now.
+                        to_send.push(Frame::Ack { seq: last });
+                        self.acked_sent = last;
+                    }
+                    if newest > last {
+                        // Readings the module holds that we have not seen, e.g. the last one
+                        // was damaged and nothing after it revealed the gap.
+                        gap.get_or_insert(last + 1);
+                    }
+                    if !self.was_online {
+                        self.was_online = true;
+                        self.acked_sent = self.acked_sent.max(acked);
+                        tracing::info!(epoch, acked, newest, radio = %self.settings.address, "radio online");
+                    }
+                    if !self.shared.online.swap(true, Ordering::Relaxed) {
+                        changes.online = true;
+                    }
+                }
+                Frame::MeterList { offset, total, ids } => {
+                    if offset == 0 {
+                        self.roster.clear();
+                    }
+                    if usize::from(offset) != self.roster.len() {
+                        // A chunk went missing; the next Hello brings the whole list again.
+                        self.roster.clear();
+                        continue;
+                    }
+                    self.roster.extend(ids);
+                    if self.roster.len() == usize::from(total) {
+                        let roster = std::mem::take(&mut self.roster);
+                        match self
+                            .shared
+                            .store()
+                            .add_meters(roster.iter().map(String::as_str))
+                        {
+                            Ok(added) => changes.meters |= added,
+                            Err(e) => tracing::error!(error = %e, "cannot store the roster"),
+                        }
+                        tracing::info!(meters = total, "roster from the radio module");
+                    }
+                }
+                Frame::Reading(r) => {
+                    if !self.was_online {
+                        // Left over from before our Hello; the module sends it again.
+                        continue;
+                    }
+                    let next = self.shared.store().last_seq() + 1 + batch.len() as u64;
+                    if r.seq < next {
+                        duplicates += 1;
+                    } else if r.seq == next {
+                        batch.push(r);
+                    } else {
+                        gap.get_or_insert(next);
+                    }
+                }
+                Frame::Alarm {
+                    meter_id,
+                    timestamp,
+                    code,
+                } => {
+                    tracing::warn!(meter = %meter_id, timestamp, code, "meter alarm");
+                    self.shared.alarms.fetch_add(1, Ordering::Relaxed);
+                    changes.alarms = true;
+                }
+                other => tracing::debug!(frame = ?other, "ignored a host frame from the radio"),
+            }
+        }
+        self.flush_batch(&mut batch, &mut changes);
+        let last = self.shared.store().last_seq();
+        if last > self.acked_sent || (duplicates > 0 && self.was_online) {
+            to_send.push(Frame::Ack { seq: last });
+            self.acked_sent = last;
+        }
+        if let Some(from) = gap
+            && self
+                .last_resend
+                .is_none_or(|t| t.elapsed() >= RESEND_SPACING)
+        {
+            // Frames may be on their way that fill it; asking twice only costs bandwidth.
+            let from = from.min(last + 1);
+            tracing::info!(from, "gap in the module's readings; asking for a resend");
+            to_send.push(Frame::Resend { from });
+            self.last_resend = Some(Instant::now());
+        }
+        for frame in to_send {
+            let _ = tx.send(frame).await;
+        }
+        service::announce(self.iface, changes).await;
+    }
+
+    fn flush_batch(&self, batch: &mut Vec<RadioReading>, changes: &mut Changes) {
+        if batch.is_empty() {
+            return;
+        }
+        let result = self.shared.store().append(batch);
+        match result {
+            Ok(done) => {
+                tracing::debug!(readings = batch.len(), head = done.head, "stored");
+                changes.stored = Some(done.head);
+                changes.dropped |= done.dropped > 0;
+            }
+            // Not acknowledged, so the module keeps them; the next gap check asks again.
+            Err(e) => {
+                tracing::error!(error = %e, readings = batch.len(), "cannot store readings; the radio module keeps them")
+            }
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,200 @@
+//! meterd against the simulator on a private D-Bus bus: every generated reading reaches a
+//! cursor reader exactly once, over a socket and a pty, through damaged frames, radio outages,
+//! reader crashes and `kill -9` of meterd.
+
+mod common;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use spark_meterd::link::RadioAddress;
+use spark_meterd::sim::{Faults, SimRng, Simulator};
+
+use common::{Binary, InProcess, Reader, Rig, SimRun, assert_exactly_once, run_options};
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_delivers_every_reading_exactly_once() {
+    let rig = Rig::new();
+    let socket = rig.path("radio.sock");
+    let options = run_options(&rig, 40, 30, 11);
+    let meter_ids = Simulator::new(options.sim.clone()).meter_ids();
+    let meterd = InProcess::start(rig.config(RadioAddress::Unix(socket.clone())));
+    let conn = rig.client().await;
+    let mut reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    let mut available = reader.proxy.receive_readings_available().await.unwrap();
+
+    let sim = SimRun::unix(options, &socket, Faults::none());
+    sim.wait_all_acked(LONG).await;
+    let total = sim.module.state().newest as usize;
+    reader.fetch_until(total, LONG).await;
+    assert_exactly_once(&rig.ledger(), &reader.got);
+
+    let signal = tokio::time::timeout(LONG, available.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(signal.args().unwrap().position > 0);
+    assert_eq!(reader.proxy.meters().await.unwrap(), meter_ids);
+    assert_eq!(reader.proxy.head().await.unwrap(), total as u64);
+    assert!(reader.proxy.radio_online().await.unwrap());
+    let alarms: u64 = reader.proxy.inner().get_property("Alarms").await.unwrap();
+    assert!(alarms > 0, "the sim raised alarms at 1 %");
+    // The reader's last cursor releases everything.
+    reader.fetch_once(10).await.unwrap();
+    assert_eq!(reader.proxy.buffered().await.unwrap(), 0);
+    meterd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_delivers_every_reading_exactly_once() {
+    let rig = Rig::new();
+    let options = run_options(&rig, 30, 25, 12);
+    let sim = SimRun::pty(options, Faults::none());
+    let tty = sim.pty_path.clone().unwrap();
+    let meterd = InProcess::start(rig.config(RadioAddress::Tty(tty)));
+    let conn = rig.client().await;
+    let mut reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    sim.wait_all_acked(LONG).await;
+    let total = sim.module.state().newest as usize;
+    reader.fetch_until(total, LONG).await;
+    assert_exactly_once(&rig.ledger(), &reader.got);
+    meterd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_frames_are_skipped_and_nothing_bad_is_stored() {
+    let rig = Rig::new();
+    let socket = rig.path("radio.sock");
+    let options = run_options(&rig, 40, 25, 13);
+    let meterd = InProcess::start(rig.config(RadioAddress::Unix(socket.clone())));
+    let conn = rig.client().await;
+    let mut reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    let sim = SimRun::unix(options, &socket, Faults::new(13, 0.03, 0.02));
+    sim.wait_all_acked(LONG).await;
+    let total = sim.module.state().newest as usize;
+    reader.fetch_until(total, LONG).await;
+    assert_exactly_once(&rig.ledger(), &reader.got);
+    let errors: u64 = reader
+        .proxy
+        .inner()
+        .get_property("RadioErrors")
+        .await
+        .unwrap();
+    assert!(errors > 0, "damaged frames must be counted");
+    meterd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_frames_over_a_pty_are_skipped_too() {
+    let rig = Rig::new();
+    let options = run_options(&rig, 30, 20, 14);
+    let sim = SimRun::pty(options, Faults::new(14, 0.03, 0.03));
+    let meterd = InProcess::start(rig.config(RadioAddress::Tty(sim.pty_path.clone().unwrap())));
+    let conn = rig.client().await;
+    let mut reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    sim.wait_all_acked(LONG).await;
+    let total = sim.module.state().newest as usize;
+    reader.fetch_until(total, LONG).await;
+    assert_exactly_once(&rig.ledger(), &reader.got);
+    meterd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_crashes_before_storing_fetches_the_same_again() {
+    let rig = Rig::new();
+    let socket = rig.path("radio.sock");
+    let options = run_options(&rig, 20, 10, 15);
+    let meterd = InProcess::start(rig.config(RadioAddress::Unix(socket.clone())));
+    let conn = rig.client().await;
+    let reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    let sim = SimRun::unix(options, &socket, Faults::none());
+    sim.wait_all_acked(LONG).await;
+    let total = sim.module.state().newest;
+
+    // Fetched but "crashed" before storing: the same cursor gives the same readings.
+    let first = reader.proxy.fetch(0, 50).await.unwrap();
+    assert_eq!(first.len(), 50);
+    let again = reader.proxy.fetch(0, 50).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(reader.proxy.buffered().await.unwrap(), total);
+    // Stored through 30 this time: those are released, the rest comes again.
+    let next = reader.proxy.fetch(first[29].position, 50).await.unwrap();
+    assert_eq!(next[..20], first[30..]);
+    assert_eq!(reader.proxy.buffered().await.unwrap(), total - 30);
+    // A restart of meterd changes nothing for the reader.
+    meterd.stop().await;
+    let meterd = InProcess::start(rig.config(RadioAddress::Unix(socket.clone())));
+    reader.wait_ready(LONG).await;
+    let after = reader.proxy.fetch(first[29].position, 50).await.unwrap();
+    assert_eq!(after, next);
+    meterd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn radio_outage_shows_offline_then_recovers() {
+    let rig = Rig::new();
+    let socket = rig.path("radio.sock");
+    let options = run_options(&rig, 20, 40, 16);
+    let meterd = InProcess::start(rig.config(RadioAddress::Unix(socket.clone())));
+    let conn = rig.client().await;
+    let mut reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    assert!(!reader.proxy.radio_online().await.unwrap());
+    let sim = SimRun::unix(options, &socket, Faults::none());
+    reader.wait_online(true, LONG).await;
+
+    // The module goes away for a second (the socket disappears), readings keep coming into it.
+    *sim.pause.lock().unwrap() = Some(Duration::from_millis(1000));
+    sim.module.drop_session();
+    reader.wait_online(false, LONG).await;
+    reader.wait_online(true, LONG).await;
+    assert!(sim.module.state().sessions >= 2);
+
+    sim.wait_all_acked(LONG).await;
+    let total = sim.module.state().newest as usize;
+    reader.fetch_until(total, LONG).await;
+    assert_exactly_once(&rig.ledger(), &reader.got);
+    meterd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_meterd_at_random_moments_loses_and_doubles_nothing() {
+    let rig = Rig::new();
+    let socket = rig.path("radio.sock");
+    let mut options = run_options(&rig, 60, 60, 17);
+    options.interval = Duration::from_millis(50);
+    let config = rig.config(RadioAddress::Unix(socket.clone()));
+    let config_path = Binary::write_config(&rig, &config);
+    let log = rig.path("meterd.log");
+    let mut meterd = Binary::start(&config_path, &log);
+    let conn = rig.client().await;
+    let mut reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    let sim = SimRun::unix(options, &socket, Faults::none());
+
+    let mut rng = SimRng::new(17);
+    for _ in 0..5 {
+        // The reader keeps fetching while meterd runs, and is cut off mid-call by the kills.
+        let until = tokio::time::Instant::now() + Duration::from_millis(150 + rng.below(400));
+        while tokio::time::Instant::now() < until {
+            let _ = reader.fetch_once(1 + rng.below(200) as u32).await;
+            tokio::time::sleep(Duration::from_millis(rng.below(30))).await;
+        }
+        meterd.kill9();
+        meterd = Binary::start(&config_path, &log);
+        reader.wait_ready(LONG).await;
+    }
+    sim.wait_all_acked(LONG).await;
+    let total = sim.module.state().newest as usize;
+    reader.fetch_until(total, LONG).await;
+    assert_exactly_once(&rig.ledger(), &reader.got);
+    assert!(sim.module.state().sessions >= 6, "every restart reconnects");
+    drop(meterd);
+}
