@@ -172,6 +172,8 @@ struct Session<'a> {
     roster: Vec<String>,
     last_resend: Option<Instant>,
     acked_sent: u64,
+    /// No reading arrived since the last Status.
+    quiet_since_status: bool,
 }
 
 /// Quiet time after which a partial frame is abandoned (a damaged length waits for bytes that
@@ -195,6 +197,7 @@ impl<'a> Session<'a> {
             roster: Vec::new(),
             last_resend: None,
             acked_sent: 0,
+            quiet_since_status: false,
         }
     }
 
@@ -315,11 +318,13 @@ impl<'a> Session<'a> {
                         to_send.push(Frame::Ack { seq: last });
                         self.acked_sent = last;
                     }
-                    if newest > last {
-                        // Readings the module holds that we have not seen, e.g. the last one
-                        // was damaged and nothing after it revealed the gap.
+                    if newest > last && self.was_online && self.quiet_since_status {
+                        // The module holds readings we have not seen and none came since the
+                        // last Status: the last one sent was damaged and nothing after it
+                        // revealed the gap. (Not on the first Status: they are on their way.)
                         gap.get_or_insert(last + 1);
                     }
+                    self.quiet_since_status = true;
                     if !self.was_online {
                         self.was_online = true;
                         self.acked_sent = self.acked_sent.max(acked);
@@ -341,18 +346,28 @@ impl<'a> Session<'a> {
                     self.roster.extend(ids);
                     if self.roster.len() == usize::from(total) {
                         let roster = std::mem::take(&mut self.roster);
-                        match self
+                        let known = self.shared.store().roster().len();
+                        let result = self
                             .shared
                             .store()
-                            .add_meters(roster.iter().map(String::as_str))
-                        {
-                            Ok(added) => changes.meters |= added,
+                            .add_meters(roster.iter().map(String::as_str));
+                        match result {
+                            Ok(true) => {
+                                changes.meters = true;
+                                let added = self.shared.store().roster().len() - known;
+                                tracing::info!(
+                                    meters = total,
+                                    added,
+                                    "new meters in the radio's roster"
+                                );
+                            }
+                            Ok(false) => tracing::debug!(meters = total, "roster unchanged"),
                             Err(e) => tracing::error!(error = %e, "cannot store the roster"),
                         }
-                        tracing::info!(meters = total, "roster from the radio module");
                     }
                 }
                 Frame::Reading(r) => {
+                    self.quiet_since_status = false;
                     if !self.was_online {
                         // Left over from before our Hello; the module sends it again.
                         continue;

@@ -536,7 +536,9 @@ pub async fn serve_unix(
         let listener = tokio::net::UnixListener::bind(&path)?;
         let (stream, _) = listener.accept().await?;
         let (r, w) = stream.into_split();
-        if let Err(e) = session(&module, r, w, &mut faults, true).await {
+        // Sessions start with the host's Hello, as on the serial line: answering before it too
+        // would send everything twice.
+        if let Err(e) = session(&module, r, w, &mut faults, false).await {
             tracing::info!(error = %e, "sim: host connection ended");
         }
         drop(listener);
