@@ -295,7 +295,7 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     );
     let pki = bench_pki(args.connections)?;
     let work = tempfile::tempdir()?;
-    let (ingest, addr, log) =
+    let (mut ingest, addr, log) =
         start_ingest(&pki.pki, work.path(), None, args.connections + 16).await?;
 
     // Warm-up: one gateway in and out, so lazily built state (database pool, TLS tickets) is
@@ -328,6 +328,7 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     let after = ingest.rss_kib()?;
     let connected = open.len();
     let still_up = ingest.pid().is_ok();
+    ingest.terminate().await;
     drop(open);
     if !still_up || connected != args.connections {
         bail!(

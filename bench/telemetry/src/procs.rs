@@ -33,7 +33,18 @@ impl Proc {
     pub fn spawn(name: &str, args: &[&str], log: &Path) -> anyhow::Result<Proc> {
         let log_file =
             std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let child = Command::new(workspace_binary(name)?)
+        // SPARK_BENCH_WRAP="valgrind --tool=massif" runs the binaries under a profiler.
+        let wrap = std::env::var("SPARK_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(wrapper) => {
+                let mut c = Command::new(wrapper);
+                c.args(words).arg(workspace_binary(name)?);
+                c
+            }
+            None => Command::new(workspace_binary(name)?),
+        };
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -50,6 +61,16 @@ impl Proc {
 
     pub fn pid(&self) -> anyhow::Result<u32> {
         self.child.id().context("process already exited")
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit, so profilers and logs finish their output.
+    pub async fn terminate(&mut self) {
+        if let Ok(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        }
     }
 
     /// Resident set size in KiB (VmRSS).
