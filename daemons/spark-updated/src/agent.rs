@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::download::{self, DownloadError, DownloadOptions};
 use crate::https::{HttpError, HttpsClient};
-use crate::store::{Persisted, Phase, Store, StoreError};
+use crate::store::{MAX_UNSENT_REPORTS, Persisted, Phase, Store, StoreError};
 use crate::system::{HealthCheck, Rauc, Reboot, RebootError, Reporter};
 
 /// Largest signed release document the agent accepts from the server (JSON form is ~1 KiB).
@@ -45,6 +45,83 @@ pub enum Outcome {
     Committed { version: String },
     /// The update failed; the device stays on (or went back to) a good slot.
     Failed { reason: Reason, message: String },
+}
+
+/// Where an offered release came from; decides how "nothing newer" is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Pushed by uplinkd (`UpdateAvailable`): every refusal is an error the sender hears of.
+    Pushed,
+    /// The answer to a poll: a release that is not newer simply means "up to date".
+    Polled,
+    /// An offer that arrived while the agent was busy and waited on `/data`: re-checked now,
+    /// and one the finished update made stale (not newer) is dropped quietly.
+    Queued,
+}
+
+/// Why an offered release was refused before anything was downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Report reason (`release-rejected`).
+    pub reason: Reason,
+    /// The specific check that failed: `spark_release::ReleaseError::code()` (`expired`,
+    /// `unknown-key`, ...), or `refused-before`.
+    pub code: &'static str,
+    /// The release's version, when it could be read.
+    pub version: Option<String>,
+    /// For people.
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    /// `reason: code: message`, the form of `LastError`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.reason, self.code, self.message)
+    }
+}
+
+/// The checks of an offered release that need nothing but the trusted keys, the system's
+/// compatible and the running version, so that an offer can be answered at once even while
+/// the agent is busy with another update.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    keys: TrustedKeys,
+    compatible: String,
+}
+
+impl Gate {
+    pub fn new(keys: TrustedKeys, compatible: impl Into<String>) -> Self {
+        Self {
+            keys,
+            compatible: compatible.into(),
+        }
+    }
+
+    /// Parses `signed` (wire or JSON form) and checks signature, key, expiry, compatible and
+    /// that it is newer than `installed` (unless signed as an allowed downgrade).
+    pub fn check(
+        &self,
+        signed: &[u8],
+        installed: &str,
+    ) -> Result<(SignedRelease, ReleaseManifest), Refusal> {
+        let refuse = |e: ReleaseError, version: Option<String>| Refusal {
+            reason: Reason::ReleaseRejected,
+            code: e.code(),
+            version,
+            message: e.to_string(),
+        };
+        let release = SignedRelease::parse(signed).map_err(|e| refuse(e.into(), None))?;
+        let mut policy = Policy::new(Timestamp::now()).with_compatible(self.compatible.clone());
+        if let Ok(v) = Version::parse(installed) {
+            policy = policy.with_installed_version(v);
+        }
+        let version = release.manifest().version.to_string();
+        let manifest = release
+            .verify(&self.keys, &policy)
+            .map_err(|e| refuse(e, Some(version)))?
+            .clone();
+        Ok((release, manifest))
+    }
 }
 
 /// Errors that stop the agent itself (as opposed to failing one update, which is an
@@ -91,6 +168,8 @@ pub struct Agent<R, B, H, P> {
     store: Store,
     persisted: Persisted,
     status: watch::Sender<Status>,
+    /// Built on first use: the compatible comes from RAUC.
+    gate: Option<Gate>,
 }
 
 impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
@@ -133,6 +212,7 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
             store,
             persisted,
             status,
+            gate: None,
         })
     }
 
@@ -144,6 +224,34 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
     /// The persisted state.
     pub fn persisted(&self) -> &Persisted {
         &self.persisted
+    }
+
+    /// The state file (and the queued offer beside it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A handle on the reboot seam, for reboots commanded over D-Bus.
+    pub fn rebooter(&self) -> B
+    where
+        B: Clone,
+    {
+        self.reboot.clone()
+    }
+
+    /// Publishes a state the agent's loop decided on (a commanded reboot).
+    pub fn publish_state(&self, state: UpdateState) {
+        self.set_state(state);
+    }
+
+    /// The offer checks, asking RAUC for the compatible the first time.
+    pub async fn gate(&mut self) -> Result<Gate, AgentError> {
+        if let Some(gate) = &self.gate {
+            return Ok(gate.clone());
+        }
+        let gate = Gate::new(self.keys.clone(), self.rauc.compatible().await?);
+        self.gate = Some(gate.clone());
+        Ok(gate)
     }
 
     /// The running slot's version: what RAUC recorded for the booted slot, else what the agent
@@ -219,55 +327,77 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
 
     /// Handles a signed release pushed by uplinkd (wire or JSON form).
     pub async fn offer(&mut self, signed: &[u8]) -> Result<Outcome, AgentError> {
+        self.offer_from(signed, Source::Pushed, |_| {}).await
+    }
+
+    /// Handles an offered release. `verdict` hears whether it passed the checks as soon as they
+    /// are done (before the download), so a D-Bus caller gets its answer without waiting for
+    /// the update. A refusal is also recorded (`LastError`, report) unless the release is
+    /// merely not newer than what runs and came from a poll or the queue.
+    pub async fn offer_from(
+        &mut self,
+        signed: &[u8],
+        source: Source,
+        verdict: impl FnOnce(Result<(), Refusal>),
+    ) -> Result<Outcome, AgentError> {
         if self.persisted.phase != Phase::Idle {
+            verdict(Err(Refusal {
+                reason: Reason::ReleaseRejected,
+                code: "busy",
+                version: None,
+                message: "another update is in progress".into(),
+            }));
             return Ok(Outcome::Idle);
         }
         let from = self.status.borrow().state;
-        let release = match SignedRelease::parse(signed) {
-            Ok(r) => r,
+        let current = self.current_version().await?;
+        let checked = match self.gate().await {
+            Ok(gate) => gate.check(signed, &current),
             Err(e) => {
-                let e = ReleaseError::from(e);
-                return self
-                    .fail(
-                        from,
-                        Reason::ReleaseRejected,
-                        None,
-                        format!("{}: {e}", e.code()),
-                    )
-                    .await;
+                verdict(Err(Refusal {
+                    reason: Reason::Internal,
+                    code: "rauc",
+                    version: None,
+                    message: e.to_string(),
+                }));
+                return Err(e);
             }
         };
-        let current = self.current_version().await?;
-        let compatible = self.rauc.compatible().await?;
-        let installed = Version::parse(&current).ok();
-        let mut policy = Policy::new(Timestamp::now()).with_compatible(compatible);
-        if let Some(v) = installed {
-            policy = policy.with_installed_version(v);
-        }
-        let version = release.manifest().version.to_string();
-        let manifest = match release.verify(&self.keys, &policy) {
-            Ok(m) => m.clone(),
-            Err(ReleaseError::NotNewer { .. }) if from == UpdateState::Checking => {
+        let (release, manifest) = match checked {
+            Ok(ok) => ok,
+            Err(refusal) if refusal.code == "not-newer" && source != Source::Pushed => {
+                verdict(Err(refusal));
                 self.report(from, UpdateState::Idle, Reason::UpToDate, None, None)
                     .await?;
                 return Ok(Outcome::UpToDate);
             }
-            Err(e) => {
+            Err(refusal) => {
+                verdict(Err(refusal.clone()));
                 return self
                     .fail(
                         from,
-                        Reason::ReleaseRejected,
-                        Some(&version),
-                        format!("{}: {e}", e.code()),
+                        refusal.reason,
+                        refusal.version.as_deref(),
+                        format!("{}: {}", refusal.code, refusal.message),
                     )
                     .await;
             }
         };
+        let version = manifest.version.to_string();
         if self.persisted.refused.contains(&version) {
             tracing::info!(%version, "release was refused before; not trying it again");
+            verdict(Err(Refusal {
+                reason: Reason::ReleaseRejected,
+                code: "refused-before",
+                message: format!(
+                    "release {version} already failed on this device; publish a newer version"
+                ),
+                version: Some(version),
+            }));
             self.set_state(UpdateState::Idle);
             return Ok(Outcome::UpToDate);
         }
+        verdict(Ok(()));
         self.persisted.phase = Phase::Downloading {
             release: release.to_json(),
         };
@@ -309,7 +439,7 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
             }
         };
         match status {
-            hyper::StatusCode::OK => self.offer(&body).await,
+            hyper::StatusCode::OK => self.offer_from(&body, Source::Polled, |_| {}).await,
             hyper::StatusCode::NO_CONTENT | hyper::StatusCode::NOT_FOUND => {
                 self.set_state(UpdateState::Idle);
                 Ok(Outcome::UpToDate)
@@ -605,7 +735,8 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
         });
     }
 
-    /// Persists (with the next sequence number), publishes and reports one transition.
+    /// Persists (with the next sequence number), publishes and reports one transition. The
+    /// report joins the unsent queue in the same write as the state, then the queue is sent.
     async fn report(
         &mut self,
         from: UpdateState,
@@ -615,8 +746,6 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
         detail: Option<String>,
     ) -> Result<(), AgentError> {
         self.persisted.seq += 1;
-        self.store.save(&self.persisted)?;
-        self.set_state(to);
         let report = StatusReport {
             device: self.settings.device.clone(),
             seq: self.persisted.seq,
@@ -632,7 +761,35 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
             detail,
         };
         tracing::info!(%from, %to, %reason, seq = report.seq, "transition");
-        self.reporter.report(&report).await;
+        let unsent = &mut self.persisted.unsent;
+        unsent.push(report);
+        if unsent.len() > MAX_UNSENT_REPORTS {
+            let dropped = unsent.len() - MAX_UNSENT_REPORTS;
+            unsent.drain(..dropped);
+            tracing::warn!(dropped, "report queue full; oldest reports dropped");
+        }
+        self.store.save(&self.persisted)?;
+        self.set_state(to);
+        self.send_reports().await
+    }
+
+    /// Sends queued reports in order until the first failure (the rest wait for the next
+    /// transition or poll), then persists what is left.
+    pub async fn send_reports(&mut self) -> Result<(), AgentError> {
+        let mut sent = 0;
+        for report in &self.persisted.unsent {
+            match self.reporter.report(report).await {
+                Ok(()) => sent += 1,
+                Err(error) => {
+                    tracing::warn!(seq = report.seq, %error, queued = self.persisted.unsent.len() - sent, "status report not delivered; kept for later");
+                    break;
+                }
+            }
+        }
+        if sent > 0 {
+            self.persisted.unsent.drain(..sent);
+            self.store.save(&self.persisted)?;
+        }
         Ok(())
     }
 }

@@ -51,6 +51,10 @@ pub struct HealthConfig {
     /// How long units and commands may take to become healthy; they are retried until then.
     #[serde(default = "default_health_timeout")]
     pub timeout_secs: u64,
+    /// When set, `io.spark.Uplink1.Connected` (spark-uplinkd) must become true within this
+    /// many seconds of the check's start: a firmware that cannot reach the cloud is not healthy.
+    #[serde(default)]
+    pub uplink_connected_within_secs: Option<u64>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -123,6 +127,7 @@ mod tests {
             required-units = ["spark-uplinkd.service"]
             commands = [["/usr/bin/spark-selftest", "--quick"]]
             timeout-secs = 120
+            uplink-connected-within-secs = 600
             "#,
         )
         .unwrap();
@@ -131,6 +136,7 @@ mod tests {
         assert_eq!(config.poll_interval(), Duration::from_secs(6 * 3600));
         assert_eq!(config.health.required_units, ["spark-uplinkd.service"]);
         assert_eq!(config.health.commands[0][1], "--quick");
+        assert_eq!(config.health.uplink_connected_within_secs, Some(600));
         assert!(toml::from_str::<Config>("device = 1").is_err());
     }
 }

@@ -1,26 +1,66 @@
 //! The D-Bus face of the agent: `io.spark.Update1` at `/io/spark/Update1` on the system bus
-//! (names and the client proxy live in `spark-dbus`).
+//! (names, error names and the client proxy live in `spark-dbus`).
 //!
 //! The interface object holds no agent state of its own: properties read the agent's published
-//! [`Status`] and methods queue a [`Command`] for the agent's loop, so D-Bus callers never wait
-//! on a download or an install and the agent stays a single task.
+//! [`Status`] and methods hand a [`Command`] to the agent's loop ([`crate::daemon::run_agent`]).
+//! `UpdateAvailable` and `Reboot` wait for the loop's verdict, which comes within moments even
+//! while an update runs (the loop checks offers with a [`crate::agent::Gate`] of its own), so
+//! uplinkd learns at once whether the cloud's offer or command was taken.
+
+use std::time::Duration;
 
 use spark_dbus::UPDATE1_PATH;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::agent::Status;
+use crate::agent::{Refusal, Status};
 
 /// A request from D-Bus to the agent loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
     /// Poll the OTA server now.
     CheckNow,
-    /// A signed release pushed by uplinkd.
-    Offer(Vec<u8>),
+    /// A signed release pushed by uplinkd; `reply` gets the verdict of the manifest checks.
+    Offer {
+        signed: Vec<u8>,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// Reboot the gateway after `delay` (a cloud command); `reply` says whether it is scheduled.
+    Reboot {
+        delay: Duration,
+        reply: oneshot::Sender<Result<(), RebootRefused>>,
+    },
 }
 
-/// Commands waiting for the agent; more are refused as busy rather than queued without bound.
+/// Why a commanded reboot was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RebootRefused {
+    /// RAUC is writing the other slot; a reboot now would throw the write away.
+    #[error("an update is being installed; try again when State is no longer \"installing\"")]
+    Installing,
+}
+
+/// Commands waiting for the agent loop; more are refused as busy rather than queued without bound.
 pub const COMMAND_QUEUE: usize = 4;
+
+/// Bound on waiting for the loop's verdict. The loop answers between two awaits of the running
+/// step, so this only trips if the agent is wedged.
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of `io.spark.Update1` methods beyond the freedesktop ones.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "io.spark.Update1.Error")]
+pub enum Update1Error {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// `io.spark.Update1.Error.ReleaseRejected`: the offered release failed a check; the
+    /// message starts with the reason and check codes (`release-rejected: expired: ...`).
+    ReleaseRejected(String),
+    /// `io.spark.Update1.Error.Busy`: the agent has too many requests waiting or is wedged.
+    Busy(String),
+    /// `io.spark.Update1.Error.Failed`: the agent could not check the offer (RAUC unreachable)
+    /// or is shutting down.
+    Failed(String),
+}
 
 /// The `io.spark.Update1` interface object.
 #[derive(Debug)]
@@ -34,34 +74,78 @@ impl Update1 {
         Self { status, commands }
     }
 
-    fn queue(&self, command: Command) -> zbus::fdo::Result<()> {
+    fn queue(&self, command: Command) -> Result<(), Update1Error> {
         self.commands.try_send(command).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => zbus::fdo::Error::LimitsExceeded(
+            mpsc::error::TrySendError::Full(_) => Update1Error::Busy(
                 "the update agent is busy with earlier requests; try again later".into(),
             ),
             mpsc::error::TrySendError::Closed(_) => {
-                zbus::fdo::Error::Failed("the update agent is shutting down".into())
+                Update1Error::Failed("the update agent is shutting down".into())
             }
         })
+    }
+
+    async fn verdict<T>(reply: oneshot::Receiver<T>) -> Result<T, Update1Error> {
+        match tokio::time::timeout(VERDICT_TIMEOUT, reply).await {
+            Ok(Ok(verdict)) => Ok(verdict),
+            Ok(Err(_)) => Err(Update1Error::Failed(
+                "the update agent stopped before answering".into(),
+            )),
+            Err(_) => Err(Update1Error::Busy(format!(
+                "the update agent did not answer within {VERDICT_TIMEOUT:?}"
+            ))),
+        }
     }
 }
 
 #[zbus::interface(name = "io.spark.Update1")]
 impl Update1 {
     /// Poll the OTA server now (answers at once; follow `State`).
-    async fn check_now(&self) -> zbus::fdo::Result<()> {
+    async fn check_now(&self) -> Result<(), Update1Error> {
         self.queue(Command::CheckNow)
     }
 
-    /// Offer a signed release (wire or JSON form). Answers once queued; a refusal shows as
-    /// `State` "failed" with the reason in `LastError`.
-    async fn update_available(&self, signed_release: Vec<u8>) -> zbus::fdo::Result<()> {
+    /// Offer a signed release (wire or JSON form). Answers after the manifest checks: success
+    /// means the release is being fetched (or, while another update runs, queued to follow it,
+    /// replacing an older queued offer); a refusal is `io.spark.Update1.Error.ReleaseRejected`
+    /// with `release-rejected: <check>: <message>`.
+    async fn update_available(&self, signed_release: Vec<u8>) -> Result<(), Update1Error> {
         if signed_release.len() > spark_release::MAX_SIGNED_LEN * 4 {
-            return Err(zbus::fdo::Error::InvalidArgs(
-                "signed release too large".into(),
-            ));
+            return Err(Update1Error::ZBus(zbus::Error::FDO(Box::new(
+                zbus::fdo::Error::InvalidArgs("signed release too large".into()),
+            ))));
         }
-        self.queue(Command::Offer(signed_release))
+        let (reply, verdict) = oneshot::channel();
+        self.queue(Command::Offer {
+            signed: signed_release,
+            reply,
+        })?;
+        match Self::verdict(verdict).await? {
+            Ok(()) => Ok(()),
+            Err(refusal) if refusal.reason == spark_dbus::report::Reason::ReleaseRejected => {
+                Err(Update1Error::ReleaseRejected(refusal.to_string()))
+            }
+            Err(refusal) => Err(Update1Error::Failed(refusal.to_string())),
+        }
+    }
+
+    /// Reboot the gateway after `delay_secs` (a cloud `Reboot` command forwarded by uplinkd).
+    /// Refused with `org.freedesktop.DBus.Error.LimitsExceeded` while RAUC installs.
+    async fn reboot(&self, delay_secs: u32) -> zbus::fdo::Result<()> {
+        let (reply, verdict) = oneshot::channel();
+        let to_fdo = |e: Update1Error| match e {
+            Update1Error::Busy(m) => zbus::fdo::Error::LimitsExceeded(m),
+            other => zbus::fdo::Error::Failed(other.to_string()),
+        };
+        self.queue(Command::Reboot {
+            delay: Duration::from_secs(delay_secs.into()),
+            reply,
+        })
+        .map_err(to_fdo)?;
+        match Self::verdict(verdict).await.map_err(to_fdo)? {
+            Ok(()) => Ok(()),
+            Err(refused) => Err(zbus::fdo::Error::LimitsExceeded(refused.to_string())),
+        }
     }
 
     #[zbus(property)]

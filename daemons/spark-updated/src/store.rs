@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use spark_dbus::UpdateState;
+use spark_dbus::report::StatusReport;
 
 /// Where an update stands, with what is needed to resume it after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,7 +66,15 @@ pub struct Persisted {
     /// does not fetch them again on every poll.
     #[serde(default)]
     pub refused: Vec<String>,
+    /// Status reports not yet accepted by the OTA server, oldest first (at most
+    /// [`MAX_UNSENT_REPORTS`]). Kept with the state so one fsync records both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsent: Vec<StatusReport>,
 }
+
+/// Bound on [`Persisted::unsent`]: ~300 bytes each, so the state file stays small. Beyond it
+/// the oldest are dropped; the server sees the gap in `seq`. One update produces about ten.
+pub const MAX_UNSENT_REPORTS: usize = 64;
 
 impl Default for Persisted {
     fn default() -> Self {
@@ -75,6 +84,7 @@ impl Default for Persisted {
             current_version: None,
             last_error: None,
             refused: Vec::new(),
+            unsent: Vec::new(),
         }
     }
 }
@@ -134,27 +144,77 @@ impl Store {
 
     /// Replaces the state atomically and durably.
     pub fn save(&self, state: &Persisted) -> Result<(), StoreError> {
-        let io = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        let tmp = self.path.with_extension("json.tmp");
         // Serialising our own types cannot fail (no maps with non-string keys, no floats).
         let json = serde_json::to_vec_pretty(state).expect("agent state serialises");
-        let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        file.write_all(&json).map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("fsync", &tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(io("rename", &tmp))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync", dir))
+        write_atomic(&self.path, &json)
     }
+
+    /// `offer.json` beside the state: the newest offer that arrived while the agent was busy.
+    pub fn offer_path(&self) -> PathBuf {
+        self.path.with_file_name("offer.json")
+    }
+
+    /// The queued offer (a signed release in JSON form), if any.
+    pub fn queued_offer(&self) -> Result<Option<String>, StoreError> {
+        let path = self.offer_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Queues `release` (JSON form), replacing any offer queued before: only the newest counts.
+    pub fn queue_offer(&self, release: &str) -> Result<(), StoreError> {
+        write_atomic(&self.offer_path(), release.as_bytes())
+    }
+
+    /// Removes the queued offer if it is still `release` (a newer one may have replaced it
+    /// while the agent worked on it).
+    pub fn clear_offer(&self, release: &str) -> Result<(), StoreError> {
+        if self.queued_offer()?.as_deref() != Some(release) {
+            return Ok(());
+        }
+        let path = self.offer_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                action: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// Writes a temporary file, fsyncs it, renames it over `path` and fsyncs the directory: after a
+/// power cut the file holds either the old or the new content.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let io = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    file.write_all(bytes).map_err(io("write", &tmp))?;
+    file.sync_all().map_err(io("fsync", &tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io("rename", &tmp))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))
 }
 
 #[cfg(test)]
@@ -175,12 +235,29 @@ mod tests {
             current_version: Some("1.0.0".into()),
             last_error: None,
             refused: vec!["0.9.0".into()],
+            unsent: Vec::new(),
         };
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);
         assert!(!dir.path().join("state.json.tmp").exists());
         let text = std::fs::read_to_string(store.path()).unwrap();
         assert!(text.contains("\"phase\": \"rebooting\""), "{text}");
+    }
+
+    #[test]
+    fn newest_queued_offer_wins_and_clearing_spares_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        assert_eq!(store.queued_offer().unwrap(), None);
+        store.queue_offer("{\"v\":1}").unwrap();
+        store.queue_offer("{\"v\":2}").unwrap();
+        assert_eq!(store.queued_offer().unwrap().as_deref(), Some("{\"v\":2}"));
+        // The agent took v1 earlier; v2 arrived meanwhile and must stay.
+        store.clear_offer("{\"v\":1}").unwrap();
+        assert_eq!(store.queued_offer().unwrap().as_deref(), Some("{\"v\":2}"));
+        store.clear_offer("{\"v\":2}").unwrap();
+        assert_eq!(store.queued_offer().unwrap(), None);
+        assert!(!dir.path().join("offer.json.tmp").exists());
     }
 
     #[test]

@@ -99,26 +99,44 @@ pub trait HealthCheck {
 }
 
 /// The configured check: required units active and commands exiting 0, retried until the
-/// timeout because units may still be starting right after boot.
+/// timeout because units may still be starting right after boot; then, if configured, the
+/// uplink must report `io.spark.Uplink1.Connected` within its own bound.
 #[derive(Debug, Clone)]
-pub struct ConfiguredHealth(pub crate::config::HealthConfig);
+pub struct ConfiguredHealth {
+    pub config: crate::config::HealthConfig,
+    /// The system bus, for the uplink rule (`None`: the rule fails if configured).
+    pub bus: Option<zbus::Connection>,
+}
 
 impl HealthCheck for ConfiguredHealth {
     async fn check(&self) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.0.timeout_secs);
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_secs(self.config.timeout_secs);
         loop {
             let result = self.once().await;
-            if result.is_ok() || tokio::time::Instant::now() >= deadline {
+            if result.is_ok() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
                 return result;
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+        if let Some(within) = self.config.uplink_connected_within_secs {
+            let bus = self
+                .bus
+                .as_ref()
+                .ok_or("the uplink rule needs the system bus, which the agent has not got")?;
+            // Counted from the start of the check, i.e. shortly after boot.
+            uplink_connected(bus, started + Duration::from_secs(within)).await?;
+        }
+        Ok(())
     }
 }
 
 impl ConfiguredHealth {
     async fn once(&self) -> Result<(), String> {
-        for unit in &self.0.required_units {
+        for unit in &self.config.required_units {
             run_ok(&[
                 "systemctl".into(),
                 "is-active".into(),
@@ -128,10 +146,61 @@ impl ConfiguredHealth {
             .await
             .map_err(|e| format!("unit {unit} is not active ({e})"))?;
         }
-        for command in &self.0.commands {
+        for command in &self.config.commands {
             run_ok(command).await?;
         }
         Ok(())
+    }
+}
+
+/// How often the uplink rule reads `Connected` again besides reacting to `PropertiesChanged`:
+/// covers uplinkd starting (or restarting) after the rule began to wait.
+const UPLINK_RECHECK: Duration = Duration::from_secs(1);
+
+/// Waits until `io.spark.Uplink1.Connected` is true, `Err` if it is not by `deadline`.
+///
+/// The property is read at once and then again on every `PropertiesChanged` of uplinkd's
+/// object (and every [`UPLINK_RECHECK`], because uplinkd may not be on the bus yet).
+pub async fn uplink_connected(
+    bus: &zbus::Connection,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    use futures_util::StreamExt;
+    let setup = async {
+        let uplink = spark_dbus::Uplink1Proxy::builder(bus)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        let changes = zbus::fdo::PropertiesProxy::builder(bus)
+            .destination(spark_dbus::UPLINK1_NAME)?
+            .path(spark_dbus::UPLINK1_PATH)?
+            .build()
+            .await?
+            .receive_properties_changed()
+            .await?;
+        zbus::Result::Ok((uplink, changes))
+    };
+    let (uplink, mut changes) = setup
+        .await
+        .map_err(|e| format!("cannot follow io.spark.Uplink1 on the bus: {e}"))?;
+    loop {
+        let last = match uplink.connected().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => "io.spark.Uplink1.Connected stayed false".to_owned(),
+            Err(e) => {
+                format!("cannot read io.spark.Uplink1.Connected ({e}); is spark-uplinkd running?")
+            }
+        };
+        let woken = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = changes.next() => {}
+                _ = tokio::time::sleep(UPLINK_RECHECK) => {}
+            }
+        })
+        .await;
+        if woken.is_err() {
+            return Err(format!("uplink not connected in time: {last}"));
+        }
     }
 }
 
@@ -156,10 +225,11 @@ async fn run_ok(argv: &[String]) -> Result<(), String> {
 }
 
 #[allow(async_fn_in_trait)]
-/// Delivers status reports to the OTA server. Best effort: a failure is logged, never stops an
-/// update (the report's `seq` lets the server see what it missed).
+/// Delivers one status report to the OTA server. The agent keeps undelivered reports in a
+/// bounded queue on `/data` and sends them again, in order, after the next success; `Err`
+/// says why this one did not arrive.
 pub trait Reporter {
-    async fn report(&self, report: &StatusReport);
+    async fn report(&self, report: &StatusReport) -> Result<(), String>;
 }
 
 /// POSTs reports to `{server}/v1/devices/{device}/update-status` (see [`spark_dbus::report`]).
@@ -170,18 +240,17 @@ pub struct HttpsReporter {
 }
 
 impl Reporter for HttpsReporter {
-    async fn report(&self, report: &StatusReport) {
+    async fn report(&self, report: &StatusReport) -> Result<(), String> {
         let url = format!("{}/v1/devices/{}/update-status", self.server, report.device);
-        let Ok(uri) = url.parse() else {
-            tracing::warn!(%url, "report URL is invalid");
-            return;
-        };
+        let uri = url
+            .parse()
+            .map_err(|_| format!("report URL {url:?} is invalid"))?;
         // Serialising our own report type cannot fail.
         let json = serde_json::to_vec(report).expect("report serialises");
         match self.client.post_json(&uri, json).await {
-            Ok(status) if status.is_success() => {}
-            Ok(status) => tracing::warn!(%url, %status, "OTA server refused the status report"),
-            Err(e) => tracing::warn!(%url, error = %e, "cannot send status report"),
+            Ok(status) if status.is_success() => Ok(()),
+            Ok(status) => Err(format!("{url} answered {status}")),
+            Err(e) => Err(e.to_string()),
         }
     }
 }

@@ -539,7 +539,21 @@ async fn dbus_update_available_refusal_shows_in_last_error() {
     let test = async {
         let proxy = proxy(&client_conn).await;
         wait_state(&proxy, "idle").await;
-        proxy.update_available(&expired.to_bytes()).await.unwrap();
+        // The answer is the verification result: an error naming the reason and the check.
+        let err = proxy
+            .update_available(&expired.to_bytes())
+            .await
+            .unwrap_err();
+        match &err {
+            zbus::Error::MethodError(name, Some(message), _) => {
+                assert_eq!(name.as_str(), "io.spark.Update1.Error.ReleaseRejected");
+                assert!(
+                    message.starts_with("release-rejected: expired: "),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         wait_state(&proxy, "failed").await;
         let error = proxy.last_error().await.unwrap();
         assert!(error.starts_with("release-rejected: expired"), "{error}");
