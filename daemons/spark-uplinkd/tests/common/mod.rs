@@ -465,7 +465,18 @@ pub struct Setup<'a> {
 }
 
 impl Setup<'_> {
+    /// The config with the device key from its PEM file.
     pub fn toml(&self) -> String {
+        format!(
+            "{}device-key = \"{}\"\n",
+            self.toml_without_key(),
+            self.pki.device_key.display()
+        )
+    }
+
+    /// The config up to the end of `[cloud]`, without a device key (add one, or a
+    /// `[cloud.pkcs11]` table).
+    pub fn toml_without_key(&self) -> String {
         format!(
             r#"
 data-dir = "{data}"
@@ -483,7 +494,6 @@ address = "{cloud}"
 server-name = "localhost"
 server-ca = "{ca}"
 device-cert = "{cert}"
-device-key = "{key}"
 handshake-timeout-secs = 5
 backoff-min-secs = 0.05
 backoff-max-secs = 0.4
@@ -494,7 +504,6 @@ max-in-flight = 4
             cloud = self.cloud,
             ca = self.pki.pki.server_ca_cert().display(),
             cert = self.pki.device_cert.display(),
-            key = self.pki.device_key.display(),
         )
     }
 
