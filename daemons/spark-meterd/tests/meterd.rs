@@ -198,3 +198,68 @@ async fn kill_9_of_meterd_at_random_moments_loses_and_doubles_nothing() {
     assert!(sim.module.state().sessions >= 6, "every restart reconnects");
     drop(meterd);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_two_binaries_over_a_pty() {
+    use std::io::BufRead;
+    let rig = Rig::new();
+    let ledger = rig.ledger();
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_spark-meter-sim"))
+        .args([
+            "--pty",
+            "--meters",
+            "25",
+            "--intervals",
+            "12",
+            "--interval-ms",
+            "40",
+        ])
+        .args([
+            "--seed",
+            "18",
+            "--miss-rate",
+            "0.05",
+            "--reset-rate",
+            "0.01",
+        ])
+        .arg("--ledger")
+        .arg(&ledger)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let tty = line
+        .trim()
+        .strip_prefix("pty: ")
+        .expect("the sim prints its pty");
+    let config = rig.config(RadioAddress::Tty(tty.into()));
+    let _meterd = Binary::start(
+        &Binary::write_config(&rig, &config),
+        &rig.path("meterd.log"),
+    );
+    let conn = rig.client().await;
+    let mut reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+
+    // The sim exits by itself once meterd has acknowledged everything.
+    let deadline = std::time::Instant::now() + LONG;
+    let status = loop {
+        if let Some(status) = sim.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = sim.kill();
+            panic!("the simulator did not finish within {LONG:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success());
+    let total = spark_meterd::sim::read_ledger(&ledger).unwrap().len();
+    reader.fetch_until(total, LONG).await;
+    assert_exactly_once(&ledger, &reader.got);
+    assert_eq!(reader.proxy.meters().await.unwrap().len(), 25);
+}
