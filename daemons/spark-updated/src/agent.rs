@@ -303,7 +303,7 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
             {
                 // RAUC finished and the device rebooted before the agent recorded it (the
                 // bootloader tries a freshly installed slot first): check and commit it.
-                self.after_boot(None, &manifest).await
+                self.after_boot(&release_json, None, &manifest).await
             }
             Phase::Downloading { .. } | Phase::Installing { .. } => {
                 self.report(
@@ -320,7 +320,29 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
                 self.request_reboot(release_json, from_slot, &version).await
             }
             Phase::Rebooting { from_slot, .. } => {
-                self.after_boot(Some(&from_slot), &manifest).await
+                self.after_boot(&release_json, Some(&from_slot), &manifest)
+                    .await
+            }
+            Phase::RollingBack { bad_slot, .. } => {
+                let booted = self.rauc.booted_slot().await?;
+                if booted == bad_slot {
+                    // Cut between deciding to roll back and the reboot (before or after
+                    // Mark(bad)): do it again; marking bad twice is harmless.
+                    return self.roll_back().await;
+                }
+                self.persisted.phase = Phase::Idle;
+                self.status.send_modify(|s| s.pending_version.clear());
+                self.report(
+                    UpdateState::Rebooting,
+                    UpdateState::Idle,
+                    Reason::RolledBack,
+                    Some(&version),
+                    Some(format!(
+                        "slot {booted} is running again after the health check failed"
+                    )),
+                )
+                .await?;
+                Ok(Outcome::Idle)
             }
         }
     }
@@ -627,9 +649,18 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
         Ok(Outcome::RebootRequested)
     }
 
+    /// Gives up on the booted (new) slot: `Mark(bad)`, then reboot into the old one.
+    async fn roll_back(&mut self) -> Result<Outcome, AgentError> {
+        self.rauc.mark_booted(false).await?;
+        self.set_state(UpdateState::Rebooting);
+        self.reboot.reboot().await?;
+        Ok(Outcome::RebootRequested)
+    }
+
     /// After the reboot that should have started the new slot.
     async fn after_boot(
         &mut self,
+        release_json: &str,
         from_slot: Option<&str>,
         manifest: &ReleaseManifest,
     ) -> Result<Outcome, AgentError> {
@@ -657,19 +688,23 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
         .await?;
         if let Err(why) = self.health.check().await {
             tracing::warn!(%why, "health check failed; marking the slot bad and rebooting");
-            self.rauc.mark_booted(false).await?;
+            // Persisted (with the report) before Mark(bad): a cut anywhere from here on
+            // resumes the rollback instead of running on, or committing, the bad slot.
             self.persisted.refused.push(version.clone());
-            let outcome = self
-                .fail(
-                    UpdateState::CheckingHealth,
-                    Reason::HealthFailed,
-                    Some(&version),
-                    why,
-                )
-                .await?;
-            self.reboot.reboot().await?;
-            let _ = outcome;
-            return Ok(Outcome::RebootRequested);
+            self.persisted.phase = Phase::RollingBack {
+                release: release_json.to_owned(),
+                bad_slot: booted.clone(),
+            };
+            self.record_failure(Reason::HealthFailed, &why);
+            self.report(
+                UpdateState::CheckingHealth,
+                UpdateState::Failed,
+                Reason::HealthFailed,
+                Some(&version),
+                Some(why),
+            )
+            .await?;
+            return self.roll_back().await;
         }
         self.report(
             UpdateState::CheckingHealth,
@@ -710,12 +745,7 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
     ) -> Result<Outcome, AgentError> {
         tracing::warn!(%reason, %message, "update failed");
         self.persisted.phase = Phase::Idle;
-        let last = format!("{reason}: {message}");
-        self.persisted.last_error = Some(last.clone());
-        self.status.send_modify(|s| {
-            s.last_error = last;
-            s.pending_version.clear();
-        });
+        self.record_failure(reason, &message);
         self.report(
             from,
             UpdateState::Failed,
@@ -725,6 +755,16 @@ impl<R: Rauc, B: Reboot, H: HealthCheck, P: Reporter> Agent<R, B, H, P> {
         )
         .await?;
         Ok(Outcome::Failed { reason, message })
+    }
+
+    /// Sets `LastError` (persisted with the next save) and clears the pending version.
+    fn record_failure(&mut self, reason: Reason, message: &str) {
+        let last = format!("{reason}: {message}");
+        self.persisted.last_error = Some(last.clone());
+        self.status.send_modify(|s| {
+            s.last_error = last;
+            s.pending_version.clear();
+        });
     }
 
     fn set_state(&self, state: UpdateState) {

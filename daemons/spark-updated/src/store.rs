@@ -25,6 +25,10 @@ pub enum Phase {
     /// slot tells whether the new slot came up (then health check and commit) or the bootloader
     /// fell back (then the update failed).
     Rebooting { release: String, from_slot: String },
+    /// The new slot `bad_slot` failed its health check: it is (being) marked bad and a reboot
+    /// into the old slot is due. On restart: still on `bad_slot`, mark bad and reboot again;
+    /// on the other slot, the rollback is done.
+    RollingBack { release: String, bad_slot: String },
 }
 
 impl Phase {
@@ -35,7 +39,8 @@ impl Phase {
             Phase::Downloading { release }
             | Phase::Installing { release }
             | Phase::Installed { release, .. }
-            | Phase::Rebooting { release, .. } => Some(release),
+            | Phase::Rebooting { release, .. }
+            | Phase::RollingBack { release, .. } => Some(release),
         }
     }
 
@@ -45,7 +50,9 @@ impl Phase {
             Phase::Idle => UpdateState::Idle,
             Phase::Downloading { .. } => UpdateState::Downloading,
             Phase::Installing { .. } => UpdateState::Installing,
-            Phase::Installed { .. } | Phase::Rebooting { .. } => UpdateState::Rebooting,
+            Phase::Installed { .. } | Phase::Rebooting { .. } | Phase::RollingBack { .. } => {
+                UpdateState::Rebooting
+            }
         }
     }
 }

@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{COMPATIBLE, OtaServer, Pki, noise, within};
-use rauc_client::RaucClient;
+use rauc_client::{RaucClient, RaucError};
 use spark_dbus::report::Reason;
 use spark_dbus::{Update1Proxy, UpdateState};
 use spark_image::{BuildInput, BuildOptions, BundleFormat, Compression, Signer};
 use spark_release::Version;
 use spark_testbed::{Slot, Testbed, TestbedOptions};
 use spark_updated::download::DownloadOptions;
-use spark_updated::system::{HealthCheck, HttpsReporter, Reboot, RebootError};
+use spark_updated::system::{HealthCheck, HttpsReporter, Rauc, Reboot, RebootError};
 use spark_updated::{Agent, Outcome, Settings};
 
 /// Counts reboot requests; the test then reboots the testbed itself.
@@ -40,7 +40,50 @@ impl HealthCheck for TestHealth {
     }
 }
 
-type TestAgent = Agent<RaucClient, TestReboot, TestHealth, HttpsReporter>;
+/// Where a simulated power cut hits the agent's side of a RAUC call: the call reaches the real
+/// service and completes there, but the agent never hears back (the test then drops it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CutAt {
+    Never,
+    /// Right after `Mark(bad)` of the booted slot.
+    AfterMarkBad,
+}
+
+/// The real RAUC client with an optional cut.
+struct CutRauc {
+    inner: RaucClient,
+    cut: CutAt,
+    cut_done: Arc<tokio::sync::Notify>,
+}
+
+impl Rauc for CutRauc {
+    async fn booted_slot(&self) -> Result<String, RaucError> {
+        self.inner.booted_slot().await
+    }
+    async fn booted_version(&self) -> Result<Option<String>, RaucError> {
+        Rauc::booted_version(&self.inner).await
+    }
+    async fn compatible(&self) -> Result<String, RaucError> {
+        Rauc::compatible(&self.inner).await
+    }
+    async fn install(
+        &self,
+        bundle: &std::path::Path,
+        progress: &mut dyn FnMut(u32),
+    ) -> Result<(), RaucError> {
+        Rauc::install(&self.inner, bundle, progress).await
+    }
+    async fn mark_booted(&self, good: bool) -> Result<(), RaucError> {
+        Rauc::mark_booted(&self.inner, good).await?;
+        if !good && self.cut == CutAt::AfterMarkBad {
+            self.cut_done.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+type TestAgent = Agent<CutRauc, TestReboot, TestHealth, HttpsReporter>;
 
 struct Fixture {
     pki: Pki,
@@ -49,14 +92,44 @@ struct Fixture {
     data: PathBuf,
     reboots: TestReboot,
     download: DownloadOptions,
+    cut_done: Arc<tokio::sync::Notify>,
 }
 
 impl Fixture {
     async fn new() -> Self {
+        Self::with_conf(|_| String::new()).await
+    }
+
+    /// A fixture whose RAUC holds inside its `handler` (`pre-install`: before it writes the
+    /// slot; `post-install`: after it wrote the slot and switched the boot order, before
+    /// `Completed`) until [`Fixture::release_handler`]: a deterministic point to kill it at.
+    async fn holding(handler: &'static str) -> Self {
+        Self::with_conf(move |dir| {
+            let script = dir.join(format!("{handler}.sh"));
+            let entered = dir.join(format!("{handler}-entered"));
+            let release = dir.join("release");
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\ntouch '{}'\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n",
+                    entered.display(),
+                    release.display()
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            format!("[handlers]\n{handler}={}\n", script.display())
+        })
+        .await
+    }
+
+    async fn with_conf(conf: impl FnOnce(&std::path::Path) -> String) -> Self {
         let pki = Pki::new();
         let server = OtaServer::start(&pki).await;
-        let bed =
-            Testbed::start(TestbedOptions::new(COMPATIBLE, pki.pki.keyring())).expect("testbed");
+        let mut opts = TestbedOptions::new(COMPATIBLE, pki.pki.keyring());
+        opts.extra_system_conf = conf(pki.dir.path());
+        let bed = Testbed::start(opts).expect("testbed");
         let data = pki.dir.path().join("data");
         Self {
             pki,
@@ -64,6 +137,7 @@ impl Fixture {
             bed,
             data,
             reboots: TestReboot::default(),
+            cut_done: Arc::default(),
             download: DownloadOptions {
                 backoff: Duration::from_millis(5),
                 max_backoff: Duration::from_millis(20),
@@ -114,8 +188,31 @@ impl Fixture {
         self.server.publish(&release, bundle);
     }
 
+    /// Waits until RAUC sits in the holding handler.
+    async fn handler_entered(&self, handler: &str) {
+        let marker = self.pki.dir.path().join(format!("{handler}-entered"));
+        within(async {
+            while !marker.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        std::fs::remove_file(marker).unwrap();
+    }
+
+    /// Lets held (and future) handler runs through.
+    fn release_handler(&self) {
+        std::fs::write(self.pki.dir.path().join("release"), b"").unwrap();
+    }
+
     /// A fresh agent, as started by systemd after a boot.
     async fn agent(&self, health: Result<(), String>) -> TestAgent {
+        self.agent_with(health, CutAt::Never, &self.server.base())
+            .await
+    }
+
+    /// A fresh agent with a cut and the OTA server (for reports) at `reports`.
+    async fn agent_with(&self, health: Result<(), String>, cut: CutAt, reports: &str) -> TestAgent {
         let conn = within(async {
             zbus::connection::Builder::address(self.bed.bus_address())
                 .unwrap()
@@ -124,7 +221,11 @@ impl Fixture {
                 .unwrap()
         })
         .await;
-        let rauc = within(RaucClient::from_connection(conn)).await.unwrap();
+        let rauc = CutRauc {
+            inner: within(RaucClient::from_connection(conn)).await.unwrap(),
+            cut,
+            cut_done: self.cut_done.clone(),
+        };
         Agent::open(
             Settings {
                 device: common::DEVICE.into(),
@@ -140,7 +241,7 @@ impl Fixture {
             TestHealth(health),
             HttpsReporter {
                 client: self.pki.client(),
-                server: self.server.base(),
+                server: reports.to_owned(),
             },
         )
         .unwrap()
@@ -661,5 +762,178 @@ reserve-bytes = 0
     assert!(
         idle < 32 << 10 && downloading < 48 << 10,
         "{idle} {downloading}"
+    );
+}
+
+/// Runs `future` until `marker` says the cut point is reached; the future (the agent's step)
+/// is then dropped by the caller like a process at power-off.
+async fn until<T: std::fmt::Debug>(
+    future: impl std::future::Future<Output = T>,
+    point: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(future);
+    within(async {
+        tokio::select! {
+            r = &mut future => panic!("finished before the cut point: {r:?}"),
+            () = point => {}
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cut_while_rauc_writes_boots_the_old_slot_and_reinstalls() {
+    let mut fx = Fixture::holding("pre-install").await;
+    let v2 = noise(40, 512 << 10);
+    fx.publish("2.0.0", &v2);
+    {
+        let mut agent = fx.agent(Ok(())).await;
+        // RAUC accepted the bundle and is inside its install, before any slot write.
+        until(agent.check_now(), fx.handler_entered("pre-install")).await;
+        assert_eq!(agent.subscribe().borrow().state, UpdateState::Installing);
+    }
+    // Power cut: agent and RAUC die together. Nothing was switched, so A boots.
+    assert_eq!(
+        fx.bed.bootloader().boot_order().unwrap(),
+        [Slot::A, Slot::B]
+    );
+    assert_eq!(fx.reboot(), Slot::A);
+    assert!(!fx.slot_holds(Slot::B, &v2[..4096]));
+    fx.release_handler();
+    // The agent resumes `installing`: verifies the kept file again and reinstalls.
+    let served = fx.server.served();
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(
+        within(agent.resume()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    assert_eq!(fx.server.served(), served, "the bundle was fetched again");
+    assert!(fx.slot_holds(Slot::B, &v2));
+    drop(agent);
+    fx.reboot_and_commit(Slot::B, "2.0.0").await;
+    assert!(fx.server.reasons().contains(&"resumed".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cut_after_rauc_switched_boots_the_new_slot_and_commits() {
+    let mut fx = Fixture::holding("post-install").await;
+    let v2 = noise(41, 512 << 10);
+    fx.publish("2.0.0", &v2);
+    {
+        let mut agent = fx.agent(Ok(())).await;
+        // RAUC wrote B and made it primary, but has not sent `Completed` yet.
+        until(agent.check_now(), fx.handler_entered("post-install")).await;
+        assert_eq!(agent.persisted().phase.state(), UpdateState::Installing);
+    }
+    assert_eq!(
+        fx.bed.bootloader().boot_order().unwrap(),
+        [Slot::B, Slot::A]
+    );
+    fx.release_handler();
+    // Power cut: B boots; the agent finds its release running and commits without reinstalling.
+    fx.reboot_and_commit(Slot::B, "2.0.0").await;
+    assert!(fx.slot_holds(Slot::B, &v2));
+    let reasons = fx.server.reasons();
+    assert!(!reasons.contains(&"installed".to_string()), "{reasons:?}");
+    assert!(reasons.contains(&"committed".to_string()), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_between_mark_bad_and_the_reboot_still_rolls_back() {
+    let mut fx = Fixture::new().await;
+    fx.publish("2.0.0", &noise(42, 256 << 10));
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(
+        within(agent.check_now()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    drop(agent);
+    assert_eq!(fx.reboot(), Slot::B);
+    {
+        let mut agent = fx
+            .agent_with(
+                Err("selftest failed".into()),
+                CutAt::AfterMarkBad,
+                &fx.server.base(),
+            )
+            .await;
+        let cut = fx.cut_done.clone();
+        until(agent.resume(), async move { cut.notified().await }).await;
+    }
+    let status = tokio::task::block_in_place(|| fx.bed.status()).unwrap();
+    assert_eq!(
+        status.slot(Slot::B).unwrap().boot_status.as_deref(),
+        Some("bad")
+    );
+    // The agent restarts on B before any reboot (a crash, not a power cut), and B would even
+    // pass its check now: it must not commit the slot it gave up on, but finish the rollback.
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(
+        within(agent.resume()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    assert_eq!(fx.reboots.0.load(Ordering::SeqCst), 2);
+    drop(agent);
+    assert_eq!(fx.reboot(), Slot::A);
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(within(agent.resume()).await.unwrap(), Outcome::Idle);
+    assert_eq!(agent.subscribe().borrow().state, UpdateState::Idle);
+    assert!(
+        agent
+            .persisted()
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("health-failed: selftest failed")
+    );
+    assert_eq!(within(agent.current_version()).await.unwrap(), "1.0.0");
+    let reasons = fx.server.reasons();
+    assert!(!reasons.contains(&"committed".to_string()), "{reasons:?}");
+    assert_eq!(reasons.last().map(String::as_str), Some("rolled-back"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_wait_on_data_while_the_server_is_unreachable() {
+    let mut fx = Fixture::new().await;
+    fx.publish("2.0.0", &noise(43, 256 << 10));
+    // The status endpoint is unreachable (nothing listens there); bundles still come.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://localhost:{}", l.local_addr().unwrap().port())
+    };
+    let mut agent = fx.agent_with(Ok(()), CutAt::Never, &dead).await;
+    assert_eq!(
+        within(agent.check_now()).await.unwrap(),
+        Outcome::RebootRequested
+    );
+    let queued = agent.persisted().unsent.len();
+    assert!(queued >= 4, "{queued}");
+    assert!(fx.server.reasons().is_empty());
+    drop(agent);
+    // The queue survives the reboot; once the server answers, it goes out in order.
+    assert_eq!(fx.reboot(), Slot::B);
+    let mut agent = fx.agent(Ok(())).await;
+    assert_eq!(
+        within(agent.resume()).await.unwrap(),
+        Outcome::Committed {
+            version: "2.0.0".into()
+        }
+    );
+    assert!(agent.persisted().unsent.is_empty());
+    let reports = fx.server.state.reports.lock().unwrap().clone();
+    let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let reasons: Vec<String> = reports.iter().map(|r| r.reason.to_string()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "offered",
+            "downloaded",
+            "verified",
+            "installed",
+            "booted",
+            "healthy",
+            "committed"
+        ]
     );
 }
