@@ -36,6 +36,9 @@ pub mod codes {
     pub const BAD_CONFIG: u16 = 5;
     /// The new configuration could not be written to /data.
     pub const STORE_FAILED: u16 = 6;
+    /// The update agent refused the release (bad signature, rollback, expired, …; the detail
+    /// carries its `release-rejected: <check>: <message>`).
+    pub const RELEASE_REJECTED: u16 = 7;
 }
 
 /// Commands remembered for duplicate detection.
@@ -227,10 +230,18 @@ fn classify(e: &zbus::Error) -> (CommandStatus, u16, String) {
             codes::OWNER_NOT_ON_BUS,
             format!("{} is not on the bus: {e}", spark_dbus::UPDATE1_NAME),
         ),
-        "org.freedesktop.DBus.Error.LimitsExceeded" => (
+        "org.freedesktop.DBus.Error.LimitsExceeded" | "io.spark.Update1.Error.Busy" => (
             CommandStatus::Rejected,
             codes::OWNER_BUSY,
             format!("the update agent is busy: {e}"),
+        ),
+        "io.spark.Update1.Error.ReleaseRejected" => (
+            CommandStatus::Rejected,
+            codes::RELEASE_REJECTED,
+            match e {
+                zbus::Error::MethodError(_, Some(msg), _) => msg.clone(),
+                _ => e.to_string(),
+            },
         ),
         _ => (CommandStatus::Failed, codes::OWNER_FAILED, e.to_string()),
     }

@@ -1,13 +1,13 @@
-//! `kill -9` of the real spark-uplinkd binary at random moments while readings flow: every
-//! reading still reaches the cloud exactly once (the queue, the roster and the meterd cursor
-//! recover from /data).
+//! `kill -9` of the real spark-uplinkd binary at random moments while the simulator and the
+//! real spark-meterd produce readings: every reading still reaches the cloud exactly once (the
+//! queue, the roster and the meterd cursor recover from /data).
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::meters::FakeMeters;
+use common::meterd::RealMeters;
 use common::*;
 use rand::{Rng, SeedableRng};
 use spark_testbed::PrivateBus;
@@ -37,7 +37,6 @@ async fn kill_9_at_random_moments_still_exactly_once() {
     let bus = PrivateBus::start().unwrap();
     let pki = Pki::new(SERIAL);
     let cloud = Cloud::start(&pki).await;
-    let meters = FakeMeters::start(bus.address(), 50).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let setup = Setup {
@@ -50,25 +49,25 @@ async fn kill_9_at_random_moments_still_exactly_once() {
     std::fs::write(&config, setup.toml()).unwrap();
     let log = dir.path().join("uplinkd.log");
 
+    // 300 intervals of 50 meters, one every 15 ms: about 4.5 s of readings.
+    let meters = RealMeters::start(bus.address(), 50, 300, Duration::from_millis(15), 21).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     for round in 0..10 {
         let mut child = spawn(&config, &log);
-        // Readings keep coming while it runs; the kill lands anywhere: mid-fetch, mid-append,
-        // mid-batch, between a commit and its Ack.
+        // The kill lands anywhere: mid-fetch, mid-append, mid-batch, between a commit and its
+        // Ack, during the TLS handshake.
         let run_for = Duration::from_millis(rng.gen_range(80..600));
-        let until = Instant::now() + run_for;
-        while Instant::now() < until {
-            meters.interval().await;
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(5..40))).await;
-        }
+        tokio::time::sleep(run_for).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         tracing::info!(round, ?run_for, "uplinkd killed");
         // meterd keeps reading while uplinkd is down.
-        meters.interval().await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
     }
     let mut child = spawn(&config, &log);
-    let want = meters.generated().len();
+    meters.wait_finished(WAIT).await;
+    let generated = meters.generated();
+    let want = generated.len();
     let deadline = Instant::now() + WAIT;
     while (cloud.store.reading_count(Some(SERIAL)).await.unwrap() as usize) < want {
         if Instant::now() > deadline {
@@ -81,11 +80,11 @@ async fn kill_9_at_random_moments_still_exactly_once() {
     }
     // Nothing is left for meterd to keep: the last cursor covers everything.
     wait_for("meterd's buffer released", || async {
-        meters.buffered() == 0
+        meters.buffered().await == 0
     })
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_exactly_once(&meters.generated(), &cloud.readings(SERIAL).await);
+    assert_exactly_once(&generated, &cloud.readings(SERIAL).await);
     assert_eq!(cloud.store.duplicate_readings().await.unwrap(), 0);
 }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod meterd;
 pub mod meters;
 
 /// Bound on any single wait in a test.
@@ -412,6 +413,16 @@ struct Update1Iface {
     calls: Arc<Mutex<Vec<UpdateCall>>>,
 }
 
+/// The errors spark-updated answers with (same names).
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "io.spark.Update1.Error")]
+enum Update1Error {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    ReleaseRejected(String),
+    Busy(String),
+}
+
 #[zbus::interface(name = "io.spark.Update1")]
 impl Update1Iface {
     async fn check_now(&self) {}
@@ -423,9 +434,15 @@ impl Update1Iface {
             .push(UpdateCall::Reboot(delay_secs));
     }
 
-    async fn update_available(&self, signed_release: Vec<u8>) -> zbus::fdo::Result<()> {
+    /// `busy` and `expired` stand for releases the agent refuses.
+    async fn update_available(&self, signed_release: Vec<u8>) -> Result<(), Update1Error> {
         if signed_release == b"busy" {
-            return Err(zbus::fdo::Error::LimitsExceeded("busy installing".into()));
+            return Err(Update1Error::Busy("too many requests waiting".into()));
+        }
+        if signed_release == b"expired" {
+            return Err(Update1Error::ReleaseRejected(
+                "release-rejected: expired: the release expired on 2026-01-01".into(),
+            ));
         }
         self.calls
             .lock()
