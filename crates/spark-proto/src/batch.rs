@@ -31,8 +31,10 @@ const PRESENCE_BITMAP: u8 = 2;
 /// Only the listed meters (a few stragglers, or a small roster).
 const PRESENCE_LIST: u8 = 3;
 const INTERVAL_FLAG_ABSOLUTE: u8 = 0x04;
-const EXC_ABSOLUTE: u8 = 0x01;
-const EXC_OFFSET: u8 = 0x02;
+const INTERVAL_FLAG_SCALED: u8 = 0x08;
+/// Fixed-point unit of [`IntervalReadings::ratio`]: the ratio is `r / 1024`, so a u16 spans
+/// 0–64× in steps of 0.1 % (the noise of one household's 15-minute delta is ~10 %).
+pub const RATIO_ONE: u16 = 1024;
 
 /// One batch of readings on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,26 +62,40 @@ pub struct ReadingsBatch {
 pub struct IntervalReadings {
     /// `values` are absolute register values (a keyframe), not deltas.
     pub absolute: bool,
+    /// Delta intervals only. `None`: each value is the meter's delta (register − its previous
+    /// register). `Some(r)`: a meter whose previous delta `p` is known (see
+    /// [`crate::CodecContext`]) sends `zigzag(delta − ⌊(p·r + 512) / 1024⌋)`, the error of
+    /// predicting its delta from its previous one scaled by the fleet-wide `r / 1024`
+    /// ([`RATIO_ONE`] = 1: plain second-order prediction); a meter without a previous delta still
+    /// sends its delta.
+    pub ratio: Option<u16>,
     /// Indices of the meters that reported, strictly increasing, each < `roster_len`.
     pub present: Vec<u32>,
-    /// Readings that need more than a plain value, strictly increasing by meter; each meter is
-    /// also in `present`.
+    /// Delta intervals only: meters that send an absolute register instead of a value (no
+    /// reference yet, or the register went backwards), strictly increasing, each in `present`.
     pub exceptions: Vec<Exception>,
-    /// One value per present meter that has no exception, in meter order: Wh deltas against the
-    /// meter's previous register value, or absolute Wh registers if `absolute`.
+    /// Readings not taken at the scheduled time, strictly increasing by meter, each in `present`.
+    /// The meter's value stays in `values` (or `exceptions`).
+    pub offsets: Vec<TimeOffset>,
+    /// One value per present meter that has no exception, in meter order: absolute Wh registers
+    /// if `absolute`, else deltas or prediction residuals per `ratio`.
     pub values: Vec<u64>,
 }
 
-/// A reading that is not a plain on-schedule value.
+/// An absolute register inside a delta interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exception {
     pub meter: u32,
-    /// `value` is an absolute register (meter reset or replaced, or no reference yet).
-    pub absolute: bool,
-    /// Wh: absolute register or delta, per `absolute`.
+    /// The meter's register, Wh.
     pub value: u64,
-    /// Seconds between the scheduled time and the meter's actual reading time (0: on schedule).
-    pub time_offset: i32,
+}
+
+/// A reading taken off schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeOffset {
+    pub meter: u32,
+    /// Seconds between the scheduled time and the meter's actual reading time, never 0.
+    pub secs: i32,
 }
 
 impl ReadingsBatch {
@@ -180,15 +196,25 @@ impl IntervalReadings {
         if self.present.last().is_some_and(|&m| m >= roster_len) {
             return Err("meter index ≥ roster_len".into());
         }
+        if self.absolute && (self.ratio.is_some() || !self.exceptions.is_empty()) {
+            return Err("an absolute interval has no ratio and no exceptions".into());
+        }
+        let in_present = |m: u32| self.present.binary_search(&m).is_ok();
         if self.exceptions.windows(2).any(|w| w[0].meter >= w[1].meter) {
             return Err("exceptions not strictly increasing by meter".into());
         }
-        if self
-            .exceptions
-            .iter()
-            .any(|e| self.present.binary_search(&e.meter).is_err())
-        {
+        if self.exceptions.iter().any(|e| !in_present(e.meter)) {
             return Err("exception for a meter not in present".into());
+        }
+        if self.offsets.windows(2).any(|w| w[0].meter >= w[1].meter) {
+            return Err("offsets not strictly increasing by meter".into());
+        }
+        if self
+            .offsets
+            .iter()
+            .any(|o| !in_present(o.meter) || o.secs == 0)
+        {
+            return Err("offset zero, or for a meter not in present".into());
         }
         if self.values.len() + self.exceptions.len() != self.present.len() {
             return Err("values + exceptions != present meters".into());
@@ -215,13 +241,17 @@ impl IntervalReadings {
                 PRESENCE_LIST
             }
         };
-        out.push(
-            mode | if self.absolute {
-                INTERVAL_FLAG_ABSOLUTE
-            } else {
-                0
-            },
-        );
+        let mut flags = mode;
+        if self.absolute {
+            flags |= INTERVAL_FLAG_ABSOLUTE;
+        }
+        if self.ratio.is_some() {
+            flags |= INTERVAL_FLAG_SCALED;
+        }
+        out.push(flags);
+        if let Some(r) = self.ratio {
+            out.extend_from_slice(&r.to_be_bytes());
+        }
         match mode {
             PRESENCE_ALL_EXCEPT => out.extend_from_slice(&absent_list),
             PRESENCE_LIST => out.extend_from_slice(&present_list),
@@ -235,18 +265,21 @@ impl IntervalReadings {
             _ => {}
         }
 
-        put_varint(out, self.exceptions.len() as u64);
-        let mut prev: Option<u32> = None;
-        for e in &self.exceptions {
-            put_varint(out, u64::from(gap(prev, e.meter)));
-            prev = Some(e.meter);
-            let kind = if e.absolute { EXC_ABSOLUTE } else { 0 }
-                | if e.time_offset != 0 { EXC_OFFSET } else { 0 };
-            out.push(kind);
-            put_varint(out, e.value);
-            if e.time_offset != 0 {
-                put_varint(out, zigzag(i64::from(e.time_offset)));
+        if !self.absolute {
+            put_varint(out, self.exceptions.len() as u64);
+            let mut prev: Option<u32> = None;
+            for e in &self.exceptions {
+                put_varint(out, u64::from(gap(prev, e.meter)));
+                prev = Some(e.meter);
+                put_varint(out, e.value);
             }
+        }
+        put_varint(out, self.offsets.len() as u64);
+        let mut prev: Option<u32> = None;
+        for o in &self.offsets {
+            put_varint(out, u64::from(gap(prev, o.meter)));
+            prev = Some(o.meter);
+            put_varint(out, zigzag(i64::from(o.secs)));
         }
 
         if self.values.is_empty() {
@@ -285,10 +318,19 @@ impl IntervalReadings {
         budget: &mut usize,
     ) -> Result<IntervalReadings, DecodeError> {
         let flags = c.u8("interval flags")?;
-        if flags & !(0x03 | INTERVAL_FLAG_ABSOLUTE) != 0 {
+        if flags & !(0x03 | INTERVAL_FLAG_ABSOLUTE | INTERVAL_FLAG_SCALED) != 0 {
             return Err(c.invalid("interval flags", format!("unknown flag bits {flags:#04x}")));
         }
         let absolute = flags & INTERVAL_FLAG_ABSOLUTE != 0;
+        let ratio = if flags & INTERVAL_FLAG_SCALED != 0 {
+            if absolute {
+                return Err(c.invalid("interval flags", "scaled and absolute together"));
+            }
+            let b = c.bytes(2, "ratio")?;
+            Some(u16::from_be_bytes([b[0], b[1]]))
+        } else {
+            None
+        };
         let mut present: Vec<u32> = Vec::new();
         let mut take = |c: &Cursor<'_>, n: usize| -> Result<(), DecodeError> {
             // Every reading costs at least one bit of payload; refuse counts the rest of the
@@ -350,46 +392,47 @@ impl IntervalReadings {
             }
         }
 
-        let ne = c.varint_max("exception count", present.len() as u64)? as usize;
-        let mut exceptions = Vec::with_capacity(ne);
+        let mut exceptions = Vec::new();
+        if !absolute {
+            let ne = c.varint_max("exception count", present.len() as u64)? as usize;
+            exceptions.reserve_exact(ne);
+            let mut prev = None;
+            for _ in 0..ne {
+                let meter = ungap(c, prev, "exception meter", roster_len)?;
+                prev = Some(meter);
+                if present.binary_search(&meter).is_err() {
+                    return Err(c.invalid(
+                        "exception meter",
+                        format!("meter {meter} has an exception but did not report"),
+                    ));
+                }
+                let value = c.varint("exception value")?;
+                exceptions.push(Exception { meter, value });
+            }
+        }
+        let no = c.varint_max("offset count", present.len() as u64)? as usize;
+        let mut offsets = Vec::with_capacity(no);
         let mut prev = None;
-        for _ in 0..ne {
-            let meter = ungap(c, prev, "exception meter", roster_len)?;
+        for _ in 0..no {
+            let meter = ungap(c, prev, "offset meter", roster_len)?;
             prev = Some(meter);
             if present.binary_search(&meter).is_err() {
                 return Err(c.invalid(
-                    "exception meter",
-                    format!("meter {meter} has an exception but did not report"),
+                    "offset meter",
+                    format!("meter {meter} has a time offset but did not report"),
                 ));
             }
-            let kind = c.u8("exception kind")?;
-            if kind & !(EXC_ABSOLUTE | EXC_OFFSET) != 0 {
-                return Err(c.invalid("exception kind", format!("unknown bits {kind:#04x}")));
-            }
-            let value = c.varint("exception value")?;
-            let time_offset = if kind & EXC_OFFSET != 0 {
-                let o = unzigzag(c.varint("exception time offset")?);
-                match i32::try_from(o) {
-                    Ok(o) if o != 0 => o,
-                    _ => {
-                        return Err(c.invalid(
-                            "exception time offset",
-                            format!("{o} is zero or out of range"),
-                        ));
-                    }
+            let o = unzigzag(c.varint("time offset")?);
+            let secs = match i32::try_from(o) {
+                Ok(o) if o != 0 => o,
+                _ => {
+                    return Err(c.invalid("time offset", format!("{o} is zero or out of range")));
                 }
-            } else {
-                0
             };
-            exceptions.push(Exception {
-                meter,
-                absolute: kind & EXC_ABSOLUTE != 0,
-                value,
-                time_offset,
-            });
+            offsets.push(TimeOffset { meter, secs });
         }
 
-        let nv = present.len() - ne;
+        let nv = present.len() - exceptions.len();
         let mut values = Vec::with_capacity(nv);
         if nv > 0 {
             if absolute {
@@ -416,8 +459,10 @@ impl IntervalReadings {
         }
         Ok(IntervalReadings {
             absolute,
+            ratio,
             present,
             exceptions,
+            offsets,
             values,
         })
     }
@@ -440,7 +485,7 @@ fn rice_get(r: &mut BitReader<'_>, k: u32) -> Option<u64> {
 }
 
 /// Bits a value costs with parameter `k`.
-fn rice_bits(v: u64, k: u32) -> u64 {
+pub(crate) fn rice_bits(v: u64, k: u32) -> u64 {
     let q = v >> k;
     if q < RICE_ESCAPE {
         q + 1 + u64::from(k)
@@ -451,7 +496,7 @@ fn rice_bits(v: u64, k: u32) -> u64 {
 
 /// The Rice parameter that makes `values` shortest. The optimum is near log2(mean), so only a
 /// small window around it is tried.
-fn best_rice_k(values: &[u64]) -> u32 {
+pub(crate) fn best_rice_k(values: &[u64]) -> u32 {
     let mean = values.iter().map(|&v| u128::from(v)).sum::<u128>() / values.len() as u128;
     let centre = (128 - mean.leading_zeros()).min(MAX_RICE_K);
     let lo = centre.saturating_sub(3);

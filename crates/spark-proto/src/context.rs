@@ -1,6 +1,10 @@
 //! The codec context: the state both ends keep so batches can carry deltas instead of registers.
 
-use crate::batch::{Exception, IntervalReadings, MAX_INTERVALS_PER_BATCH, ReadingsBatch};
+use crate::batch::{
+    Exception, IntervalReadings, MAX_INTERVALS_PER_BATCH, RATIO_ONE, ReadingsBatch, TimeOffset,
+    best_rice_k, rice_bits,
+};
+use crate::bits::{unzigzag, zigzag};
 use crate::roster::MAX_METERS;
 
 /// One meter reading in plain form: what `spark-meterd` produces and what ingest stores.
@@ -24,7 +28,13 @@ pub const DEFAULT_KEYFRAME_EVERY: u32 = 96;
 /// * the roster version and length (persistent: the gateway owns the roster, the cloud stores
 ///   the last [`crate::Roster`] it received);
 /// * per meter index, the last register value sent/received in this session (`None` = no
-///   reference); deltas are taken against it;
+///   reference); deltas are taken against it. With it, the scheduled time of that reading and the
+///   meter's *previous delta*: the reading's register minus the register before it, if that one
+///   was scheduled exactly one `interval_secs` earlier and was not higher (else none). A reading
+///   scheduled at `T` may be predicted from the previous delta only if the last reading was
+///   scheduled at `T − interval_secs` (so a missed read, a gap between batches or a changed
+///   schedule leaves the next reading unpredicted). Both ends derive all of it from the registers
+///   and scheduled times they exchanged, however those were encoded;
 /// * on the encoder only: intervals since the last keyframe, and whether the next batch must be a
 ///   sync batch.
 ///
@@ -38,10 +48,43 @@ pub const DEFAULT_KEYFRAME_EVERY: u32 = 96;
 pub struct CodecContext {
     roster_version: u32,
     roster_len: u32,
-    last: Vec<Option<u64>>,
+    last: Vec<Option<Track>>,
     keyframe_every: u32,
     since_keyframe: u32,
     pending_sync: bool,
+}
+
+/// What each end remembers of a meter's last reading in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Track {
+    /// Register, Wh.
+    wh: u64,
+    /// Scheduled time of the reading (not its offset time), unix seconds, wrapping.
+    sched: u64,
+    /// `wh` minus the register of the reading scheduled one interval before, if there was one
+    /// and it was not higher.
+    delta: Option<u64>,
+}
+
+impl Track {
+    /// The previous delta a reading scheduled at `sched` may be predicted from.
+    fn prev_delta(t: Option<Track>, sched: u64, secs: u64) -> Option<u64> {
+        t.filter(|t| t.sched.wrapping_add(secs) == sched)
+            .and_then(|t| t.delta)
+    }
+
+    /// The track after a reading of `wh` scheduled at `sched`.
+    fn next(t: Option<Track>, wh: u64, sched: u64, secs: u64) -> Track {
+        let delta = t
+            .filter(|t| t.sched.wrapping_add(secs) == sched)
+            .and_then(|t| wh.checked_sub(t.wh));
+        Track { wh, sched, delta }
+    }
+}
+
+/// `⌊(p · r + 512) / 1024⌋`: the delta predicted from previous delta `p` and ratio `r`/1024.
+fn predict(p: u64, r: u16) -> i128 {
+    ((u128::from(p) * u128::from(r) + u128::from(RATIO_ONE / 2)) >> 10) as i128
 }
 
 /// Why samples could not be built into a batch.
@@ -226,7 +269,8 @@ impl CodecContext {
             let n = rest.iter().take_while(|p| p.0 == slot).count();
             let (these, tail) = rest.split_at(n);
             rest = tail;
-            intervals.push(self.build_interval(these));
+            let sched = interval_start.wrapping_add(slot as u64 * secs);
+            intervals.push(self.build_interval(these, sched, secs));
         }
         Ok(ReadingsBatch {
             seq,
@@ -239,7 +283,12 @@ impl CodecContext {
         })
     }
 
-    fn build_interval(&mut self, these: &[(usize, u32, i32, u64)]) -> IntervalReadings {
+    fn build_interval(
+        &mut self,
+        these: &[(usize, u32, i32, u64)],
+        sched: u64,
+        secs: u64,
+    ) -> IntervalReadings {
         // A keyframe when one is due, or when most reporting meters have no reference anyway
         // (after a sync or roster change): then absolutes cost nothing extra in flags.
         let missing = these
@@ -258,27 +307,31 @@ impl CodecContext {
             ..Default::default()
         };
         iv.present.reserve_exact(these.len());
-        iv.values.reserve(these.len());
+        // (delta, previous delta) of the meters that send a delta value.
+        let mut deltas = Vec::with_capacity(these.len());
         for &(_, meter, time_offset, wh) in these {
             iv.present.push(meter);
-            let last = &mut self.last[meter as usize];
-            let (abs, value) = match *last {
-                _ if absolute => (true, wh),
-                Some(prev) if wh >= prev => (false, wh - prev),
-                // No reference, or the register went backwards (reset, meter replaced).
-                _ => (true, wh),
-            };
-            *last = Some(wh);
-            if time_offset != 0 || abs != absolute {
-                iv.exceptions.push(Exception {
+            if time_offset != 0 {
+                iv.offsets.push(TimeOffset {
                     meter,
-                    absolute: abs,
-                    value,
-                    time_offset,
+                    secs: time_offset,
                 });
-            } else {
-                iv.values.push(value);
             }
+            let track = self.last[meter as usize];
+            match track {
+                _ if absolute => iv.values.push(wh),
+                Some(t) if wh >= t.wh => {
+                    deltas.push((wh - t.wh, Track::prev_delta(track, sched, secs)));
+                }
+                // No reference, or the register went backwards (reset, meter replaced).
+                _ => iv.exceptions.push(Exception { meter, value: wh }),
+            }
+            self.last[meter as usize] = Some(Track::next(track, wh, sched, secs));
+        }
+        if !absolute {
+            let (ratio, values) = choose_prediction(&deltas);
+            iv.ratio = ratio;
+            iv.values = values;
         }
         iv
     }
@@ -297,16 +350,20 @@ impl CodecContext {
         if self.pending_sync && !batch.sync {
             return Err(ExpandError::AwaitingSync { seq: batch.seq });
         }
-        // Work on a copy so a bad batch leaves the context as it was (1000 meters: 16 KB).
+        // Work on a copy so a bad batch leaves the context as it was (1000 meters: 32 KB).
         let mut last = if batch.sync {
             vec![None; self.last.len()]
         } else {
             self.last.clone()
         };
+        let secs = u64::from(batch.interval_secs);
         let mut out = Vec::with_capacity(batch.reading_count());
         for (i, iv) in batch.intervals.iter().enumerate() {
+            let sched = batch
+                .interval_start
+                .wrapping_add((i as u64).wrapping_mul(secs));
             let scheduled = (i as u64)
-                .checked_mul(u64::from(batch.interval_secs))
+                .checked_mul(secs)
                 .and_then(|d| d.checked_add(batch.interval_start));
             let bad = |reason| ExpandError::Inconsistent {
                 interval: i,
@@ -315,24 +372,38 @@ impl CodecContext {
             if iv.values.len() + iv.exceptions.len() != iv.present.len() {
                 return Err(bad("values + exceptions != present meters"));
             }
+            if iv.absolute && (iv.ratio.is_some() || !iv.exceptions.is_empty()) {
+                return Err(bad("absolute interval with a ratio or exceptions"));
+            }
             let mut values = iv.values.iter();
             let mut exceptions = iv.exceptions.iter().peekable();
+            let mut offsets = iv.offsets.iter().peekable();
             for &meter in &iv.present {
-                let (abs, value, offset) = match exceptions.next_if(|e| e.meter == meter) {
-                    Some(e) => (e.absolute, e.value, e.time_offset),
-                    None => (iv.absolute, *values.next().ok_or(bad("too few values"))?, 0),
-                };
+                let offset = offsets.next_if(|o| o.meter == meter).map_or(0, |o| o.secs);
                 let slot = last
                     .get_mut(meter as usize)
                     .ok_or(bad("meter index beyond the roster"))?;
-                let wh = if abs {
-                    value
+                let wh = if let Some(e) = exceptions.next_if(|e| e.meter == meter) {
+                    e.value
                 } else {
-                    let prev = slot.ok_or(ExpandError::NoReference { meter, interval: i })?;
-                    prev.checked_add(value)
-                        .ok_or(ExpandError::Overflow { meter })?
+                    let v = *values.next().ok_or(bad("too few values"))?;
+                    if iv.absolute {
+                        v
+                    } else {
+                        let prev = slot.ok_or(ExpandError::NoReference { meter, interval: i })?;
+                        let delta = match (iv.ratio, Track::prev_delta(*slot, sched, secs)) {
+                            (Some(r), Some(p)) => {
+                                u64::try_from(predict(p, r) + i128::from(unzigzag(v)))
+                                    .map_err(|_| ExpandError::Overflow { meter })?
+                            }
+                            _ => v,
+                        };
+                        prev.wh
+                            .checked_add(delta)
+                            .ok_or(ExpandError::Overflow { meter })?
+                    }
                 };
-                *slot = Some(wh);
+                *slot = Some(Track::next(*slot, wh, sched, secs));
                 let timestamp = scheduled
                     .and_then(|t| t.checked_add_signed(i64::from(offset)))
                     .ok_or(ExpandError::BadTimestamp { meter, interval: i })?;
@@ -342,14 +413,52 @@ impl CodecContext {
                     wh,
                 });
             }
-            if exceptions.next().is_some() {
+            if exceptions.next().is_some() || offsets.next().is_some() {
                 return Err(bad(
-                    "exception for a meter that is not present, or out of order",
+                    "exception or offset for a meter that is not present, or out of order",
                 ));
             }
         }
         self.last = last;
         self.pending_sync = false;
         Ok(out)
+    }
+}
+
+/// The values of a delta interval, and its ratio: plain deltas, or residuals of the fleet-wide
+/// scaled prediction when that is shorter including the ratio's 16 bits. The ratio is the
+/// rounded `1024 · Σ delta / Σ previous delta` over the meters that have a previous delta:
+/// households peak together, so this follows the day's load shape and leaves mostly noise.
+fn choose_prediction(deltas: &[(u64, Option<u64>)]) -> (Option<u16>, Vec<u64>) {
+    let plain: Vec<u64> = deltas.iter().map(|d| d.0).collect();
+    let (sum_d, sum_p) = deltas
+        .iter()
+        .filter_map(|&(d, p)| Some((u128::from(d), u128::from(p?))))
+        .fold((0u128, 0u128), |(a, b), (d, p)| (a + d, b + p));
+    if sum_p == 0 || plain.is_empty() {
+        return (None, plain);
+    }
+    let r = ((sum_d * u128::from(RATIO_ONE) + sum_p / 2) / sum_p).min(u128::from(u16::MAX)) as u16;
+    let scaled: Option<Vec<u64>> = deltas
+        .iter()
+        .map(|&(d, p)| match p {
+            Some(p) => i64::try_from(i128::from(d) - predict(p, r))
+                .ok()
+                .map(zigzag),
+            None => Some(d),
+        })
+        .collect();
+    // A residual beyond i64 (a ~2^63 Wh delta) cannot be sent scaled; plain deltas still work.
+    let Some(scaled) = scaled else {
+        return (None, plain);
+    };
+    let cost = |v: &[u64]| {
+        let k = best_rice_k(v);
+        v.iter().map(|&x| rice_bits(x, k)).sum::<u64>()
+    };
+    if cost(&scaled) + 16 < cost(&plain) {
+        (Some(r), scaled)
+    } else {
+        (None, plain)
     }
 }

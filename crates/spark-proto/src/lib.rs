@@ -149,7 +149,8 @@ mod message;
 mod roster;
 
 pub use batch::{
-    Exception, IntervalReadings, MAX_INTERVALS_PER_BATCH, MAX_READINGS_PER_BATCH, ReadingsBatch,
+    Exception, IntervalReadings, MAX_INTERVALS_PER_BATCH, MAX_READINGS_PER_BATCH, RATIO_ONE,
+    ReadingsBatch, TimeOffset,
 };
 pub use context::{BuildError, CodecContext, DEFAULT_KEYFRAME_EVERY, ExpandError, Sample};
 pub use error::{DecodeError, EncodeError};

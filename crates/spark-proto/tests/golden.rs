@@ -86,6 +86,10 @@ fn samples() -> Vec<(&'static str, Message)> {
         .unwrap();
     vec![
         ("hello", Message::Hello(hello)),
+        (
+            "readings_batch_scaled",
+            Message::ReadingsBatch(scaled_batch().0),
+        ),
         ("welcome", Message::Welcome(welcome)),
         ("roster", Message::Roster(roster)),
         ("readings_batch", Message::ReadingsBatch(batch)),
@@ -169,6 +173,69 @@ fn samples() -> Vec<(&'static str, Message)> {
             }),
         ),
     ]
+}
+
+/// Six meters, four intervals of a shared rising load with a little noise: the sync keyframe,
+/// then delta intervals the encoder sends scaled (prediction from each meter's previous delta
+/// times a fleet ratio). Meter 3 misses interval 2 (so in interval 3 it has no previous delta and
+/// sends a plain delta inside the scaled interval), meter 4 reads 7 s late in interval 2 (an
+/// offset, its value stays in the stream), meter 5 resets in interval 3 (an absolute exception).
+fn scaled_batch() -> (ReadingsBatch, Vec<Sample>) {
+    let t0 = 1_767_571_200;
+    let scales = [120u64, 250, 310, 480, 95, 640];
+    let shape = [0u64, 10, 18, 31];
+    let noise = [0i64, 1, -1, 2, -2, 1, 1, -1];
+    let mut samples = Vec::new();
+    for (i, f) in shape.iter().enumerate() {
+        for (m, scale) in scales.iter().enumerate() {
+            if (m, i) == (3, 2) {
+                continue;
+            }
+            let cumulative: u64 = shape[..=i].iter().sum::<u64>() * scale;
+            let wh = if (m, i) == (5, 3) {
+                17
+            } else {
+                (5_000_000 * m as u64 + cumulative)
+                    .saturating_add_signed(noise[(m + i) % 8] * *f as i64)
+            };
+            let late = if (m, i) == (4, 2) { 7 } else { 0 };
+            samples.push(Sample {
+                meter: m as u32,
+                timestamp: t0 + i as u64 * 900 + late,
+                wh,
+            });
+        }
+    }
+    let batch = CodecContext::new(4, 6)
+        .build_batch(44, t0, 900, &samples)
+        .unwrap();
+    (batch, samples)
+}
+
+/// The scaled vector uses what it is meant to show, and expands back to its samples.
+#[test]
+fn golden_scaled_batch_expands() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let bytes = std::fs::read(dir.join("readings_batch_scaled.bin")).unwrap();
+    let (Message::ReadingsBatch(b), _) = decode(&bytes).unwrap() else {
+        panic!("not a batch")
+    };
+    let iv = &b.intervals;
+    assert!(iv[0].absolute);
+    assert!(iv[2].ratio.is_some(), "{b:#?}");
+    assert_eq!(iv[2].offsets, vec![TimeOffset { meter: 4, secs: 7 }]);
+    assert_eq!(
+        iv[3].exceptions,
+        vec![Exception {
+            meter: 5,
+            value: 17
+        }]
+    );
+    let mut got = CodecContext::new(4, 6).expand(&b).unwrap();
+    let mut want = scaled_batch().1;
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
 }
 
 #[test]

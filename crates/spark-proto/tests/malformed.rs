@@ -188,21 +188,21 @@ fn malformed_table() {
             frame(0x04, &[0x00, 0x01, 0x01, 0x81, 0x80, 0x02]),
             invalid_any(T::ReadingsBatch),
         ),
-        // Interval: flags 0x01 (all except), 0 absent, 0 exceptions, k=3, then 8 values.
+        // Interval: flags 0x01 (all except), 0 absent, 0 exceptions, 0 offsets, k=3, then 8 values.
         (
             "batch rice truncated",
-            batch(&[0x01, 0x00, 0x00, 0x03, 0x00]),
+            batch(&[0x01, 0x00, 0x00, 0x00, 0x03, 0x00]),
             invalid_any(T::ReadingsBatch),
         ),
         (
             "batch rice k over cap",
-            batch(&[0x01, 0x00, 0x00, 41, 0, 0, 0, 0, 0, 0, 0, 0]),
+            batch(&[0x01, 0x00, 0x00, 0x00, 41, 0, 0, 0, 0, 0, 0, 0, 0]),
             invalid_any(T::ReadingsBatch),
         ),
         // 8 values of 1 bit each (k=0, value 0) fill one byte exactly: valid, so one more byte trails.
         (
             "batch trailing bytes",
-            batch(&[0x01, 0x00, 0x00, 0x00, 0x00, 0x00]),
+            batch(&[0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]),
             DecodeError::TrailingBytes {
                 msg_type: T::ReadingsBatch,
                 count: 1,
@@ -211,12 +211,12 @@ fn malformed_table() {
         // Bitmap: meters 0 and 1; k=0; values 0,0 = two bits; the other six bits must be zero.
         (
             "batch non-zero padding",
-            batch(&[0x02, 0x03, 0x00, 0x00, 0x01]),
+            batch(&[0x02, 0x03, 0x00, 0x00, 0x00, 0x01]),
             invalid_any(T::ReadingsBatch),
         ),
         (
             "batch exception for absent meter",
-            batch(&[0x02, 0x01, 0x01, 0x03, 0x00, 0x05]),
+            batch(&[0x02, 0x01, 0x01, 0x03, 0x05]),
             invalid_any(T::ReadingsBatch),
         ),
         (
@@ -235,9 +235,37 @@ fn malformed_table() {
             invalid_any(T::ReadingsBatch),
         ),
         (
-            "batch zero time offset flagged",
-            batch(&[0x03, 0x01, 0x00, 0x01, 0x00, 0x02, 0x05, 0x00]),
+            "batch zero time offset",
+            batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05]),
             invalid_any(T::ReadingsBatch),
+        ),
+        (
+            "batch offset for absent meter",
+            batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x02, 0x02, 0x00, 0x05]),
+            invalid_any(T::ReadingsBatch),
+        ),
+        (
+            "batch offset meter beyond roster",
+            batch(&[0x01, 0x00, 0x00, 0x02, 0x03, 0x02, 0xff, 0xff, 0x0f, 0x02]),
+            invalid_any(T::ReadingsBatch),
+        ),
+        (
+            "batch scaled keyframe",
+            batch(&[0x0d, 0x04, 0x00, 0x00, 0x00, 0x00]),
+            invalid_any(T::ReadingsBatch),
+        ),
+        (
+            "batch unknown interval flag",
+            batch(&[0x11, 0x00, 0x00, 0x00, 0x00, 0x00]),
+            invalid_any(T::ReadingsBatch),
+        ),
+        (
+            "batch ratio truncated",
+            batch(&[0x09, 0x04]),
+            DecodeError::Truncated {
+                msg_type: T::ReadingsBatch,
+                field: "ratio",
+            },
         ),
         (
             "batch truncated interval",
@@ -339,8 +367,8 @@ fn encode_refuses_over_cap_values() {
         intervals: vec![IntervalReadings {
             absolute: false,
             present: vec![0, 5],
-            exceptions: vec![],
             values: vec![1, 2],
+            ..Default::default()
         }],
     });
     assert!(matches!(
@@ -474,8 +502,8 @@ fn expand_refuses_hand_built_inconsistent_batches() {
         intervals: vec![IntervalReadings {
             absolute: true,
             present,
-            exceptions: vec![],
             values,
+            ..Default::default()
         }],
     };
     assert!(matches!(
@@ -486,7 +514,58 @@ fn expand_refuses_hand_built_inconsistent_batches() {
         ctx.expand(&batch(vec![0, 1], vec![1])),
         Err(ExpandError::Inconsistent { .. })
     ));
+    let mut scaled_keyframe = batch(vec![0, 1], vec![1, 2]);
+    scaled_keyframe.intervals[0].ratio = Some(RATIO_ONE);
+    assert!(matches!(
+        ctx.expand(&scaled_keyframe),
+        Err(ExpandError::Inconsistent { .. })
+    ));
+    let mut stray_offset = batch(vec![0], vec![1]);
+    stray_offset.intervals[0].offsets = vec![TimeOffset { meter: 1, secs: 3 }];
+    assert!(matches!(
+        ctx.expand(&stray_offset),
+        Err(ExpandError::Inconsistent { .. })
+    ));
     assert_eq!(ctx.expand(&batch(vec![0, 1], vec![1, 2])).unwrap().len(), 2);
+}
+
+/// A scaled interval whose residual would take the delta below zero or the register past u64
+/// is refused, and the context stays as it was.
+#[test]
+fn expand_refuses_scaled_residuals_out_of_range() {
+    let mut gw = CodecContext::new(1, 1);
+    let mut cloud = CodecContext::new(1, 1);
+    let s = |t: u64, wh| Sample {
+        meter: 0,
+        timestamp: t,
+        wh,
+    };
+    // Two intervals give meter 0 a previous delta of 100 on both ends.
+    let b = gw
+        .build_batch(1, 0, 900, &[s(0, 1000), s(900, 1100), s(1800, 1200)])
+        .unwrap();
+    cloud.expand(&b).unwrap();
+    let scaled = |seq, residual: u64| ReadingsBatch {
+        seq,
+        sync: false,
+        roster_version: 1,
+        roster_len: 1,
+        interval_start: 2700,
+        interval_secs: 900,
+        intervals: vec![IntervalReadings {
+            ratio: Some(RATIO_ONE),
+            present: vec![0],
+            values: vec![residual],
+            ..Default::default()
+        }],
+    };
+    // zigzag 201 = −101: predicted 100, delta −1.
+    assert_eq!(
+        cloud.expand(&scaled(2, 201)),
+        Err(ExpandError::Overflow { meter: 0 })
+    );
+    // zigzag 4 = +2: predicted 100, delta 102 — the context was left as it was.
+    assert_eq!(cloud.expand(&scaled(2, 4)).unwrap(), vec![s(2700, 1302)]);
 }
 
 #[test]

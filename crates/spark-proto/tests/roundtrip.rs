@@ -13,10 +13,14 @@ fn short_string(max: usize) -> impl Strategy<Value = String> {
 fn batch() -> impl Strategy<Value = ReadingsBatch> {
     (0u32..40, 1usize..4).prop_flat_map(|(roster_len, n_intervals)| {
         let interval = vec(
-            // Per meter: absent, plain value, or exception (absolute?, value, offset).
-            vec(
-                (0u8..3, any::<bool>(), any::<u64>(), -450i32..450, 0u32..3),
-                roster_len as usize,
+            // Per meter: absent, plain value, or exception (absolute register); a value, an
+            // optional time offset (0: none), and a scale. Per interval: an optional ratio.
+            (
+                vec(
+                    (0u8..3, any::<u64>(), -450i32..450, 0u32..3),
+                    roster_len as usize,
+                ),
+                proptest::option::of(any::<u16>()),
             ),
             n_intervals,
         );
@@ -40,27 +44,32 @@ fn batch() -> impl Strategy<Value = ReadingsBatch> {
                         interval_secs,
                         intervals: ivs
                             .into_iter()
-                            .map(|meters| {
+                            .map(|(meters, ratio)| {
                                 let mut iv = IntervalReadings {
                                     absolute,
+                                    ratio: ratio.filter(|_| !absolute),
                                     ..Default::default()
                                 };
-                                for (m, (what, abs, value, offset, scale)) in
+                                for (m, (what, value, offset, scale)) in
                                     meters.into_iter().enumerate()
                                 {
+                                    let meter = m as u32;
                                     // Scale values so both small deltas and full-width ones (escapes) occur.
                                     let value = value >> [56, 40, 0][scale as usize];
                                     match what {
                                         0 => continue,
-                                        1 => iv.values.push(value),
-                                        _ => iv.exceptions.push(Exception {
-                                            meter: m as u32,
-                                            absolute: abs,
-                                            value,
-                                            time_offset: offset,
-                                        }),
+                                        2 if !absolute => {
+                                            iv.exceptions.push(Exception { meter, value })
+                                        }
+                                        _ => iv.values.push(value),
                                     }
-                                    iv.present.push(m as u32);
+                                    iv.present.push(meter);
+                                    if offset != 0 {
+                                        iv.offsets.push(TimeOffset {
+                                            meter,
+                                            secs: offset,
+                                        });
+                                    }
                                 }
                                 iv
                             })
@@ -292,6 +301,68 @@ proptest! {
             }
             seq += 1;
             let batch = gw.build_batch(seq, start + first as u64 * 900, 900, &samples).unwrap();
+            let mut bytes = Vec::new();
+            encode(&Message::ReadingsBatch(batch.clone()), &mut bytes).unwrap();
+            let (msg, _) = decode(&bytes).unwrap();
+            prop_assert_eq!(&msg, &Message::ReadingsBatch(batch));
+            let Message::ReadingsBatch(b) = msg else { unreachable!() };
+            let mut want = samples;
+            want.sort_by_key(|s| ((s.timestamp as i64 - start as i64 + 450).div_euclid(900), s.meter));
+            prop_assert_eq!(cloud.expand(&b).unwrap(), want);
+        }
+    }
+
+    /// Loads that follow a shared shape, so the encoder picks the scaled prediction, with missed
+    /// reads, resets, late reads, a huge jump, a reconnect and a skipped hour (a gap between
+    /// batches that must drop the previous deltas on both ends).
+    #[test]
+    fn shaped_load_round_trips_through_scaled_prediction(
+        scales in vec(1u64..3000, 1..40),
+        shape in vec(1u64..4000, 2..16),
+        noise in vec(vec((900u64..1100, 0u8..40, -449i32..=449), 40), 16),
+        split in 1usize..5,
+        reconnect_at in 0usize..6,
+        skip in 0usize..6,
+        jump in proptest::option::of((0usize..40, 0usize..16)),
+    ) {
+        let meters = scales.len();
+        let start = 1_767_571_200u64;
+        let mut reg: Vec<u64> = (0..meters as u64).map(|m| m * 7_919).collect();
+        let mut per_interval = Vec::new();
+        for (i, f) in shape.iter().enumerate() {
+            let mut s = Vec::new();
+            for m in 0..meters {
+                let (n, event, offset) = noise[i][m];
+                reg[m] = match event {
+                    0 => 3, // register reset
+                    _ if jump == Some((m, i)) => reg[m].saturating_add(1 << 63),
+                    _ => reg[m].saturating_add(scales[m] * f * n / 1000),
+                };
+                if event != 1 {
+                    let offset = if event < 4 { offset } else { 0 };
+                    let ts = (start + i as u64 * 900).checked_add_signed(i64::from(offset)).unwrap();
+                    s.push(Sample { meter: m as u32, timestamp: ts, wh: reg[m] });
+                }
+            }
+            per_interval.push(s);
+        }
+        let mut gw = CodecContext::new(9, meters as u32);
+        let mut cloud = CodecContext::new(9, meters as u32);
+        let mut seq = 0;
+        for (c, chunk) in per_interval.chunks(split).enumerate() {
+            if c == skip && c > 0 {
+                continue; // never sent: the next batch starts after a gap
+            }
+            if c == reconnect_at {
+                gw.reset_session();
+                cloud.reset_session();
+            }
+            let samples: Vec<Sample> = chunk.concat();
+            if samples.is_empty() {
+                continue;
+            }
+            seq += 1;
+            let batch = gw.build_batch(seq, start + (c * split) as u64 * 900, 900, &samples).unwrap();
             let mut bytes = Vec::new();
             encode(&Message::ReadingsBatch(batch.clone()), &mut bytes).unwrap();
             let (msg, _) = decode(&bytes).unwrap();
