@@ -197,7 +197,12 @@ async fn connection(
             return;
         }
     };
-    session::serve(shared, stream, peer, gateway, shutdown).await;
+    let fut = session::serve(shared, stream, peer, gateway, shutdown);
+    tracing::warn!(
+        "SIZEPROBE session future {} bytes",
+        std::mem::size_of_val(&fut)
+    );
+    fut.await;
 }
 
 /// Listens for the server's shutdown broadcast (mini-redis' `Shutdown`).

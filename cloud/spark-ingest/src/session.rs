@@ -26,9 +26,13 @@ use tracing::{debug, error, info, warn};
 use crate::error::StoreError;
 use crate::hub::Registration;
 use crate::server::{Shared, Shutdown};
-use crate::store::{HelloRecord, Item, MAX_TS, meter_id_text};
+use crate::store::{HelloRecord, Item, MAX_TS, MeterIds, meter_id_text};
 
-/// Smallest read: enough for a handful of small frames, small for an idle connection.
+/// Read size of a connection that drained its socket last time (an idle gateway, mostly).
+const READ_IDLE: usize = 1024;
+/// Read size while data keeps coming: many batches per read, so many per transaction.
+const READ_BURST: usize = 64 * 1024;
+/// Read size before the session is up (Hello, a small frame).
 const READ_MIN: usize = 4096;
 /// Sequenced messages committed in one transaction at most.
 const MAX_GROUP_ITEMS: usize = 64;
@@ -95,7 +99,7 @@ pub(crate) async fn serve(
         buf: BytesMut::new(),
         shared,
         codec: CodecContext::new(0, 0),
-        roster: Vec::new(),
+        roster: MeterIds::default(),
         next_seq: 1,
         committed: 0,
         ack_due: false,
@@ -105,6 +109,7 @@ pub(crate) async fn serve(
         last_touch: Instant::now(),
         heard_since_touch: false,
         last_frame: Instant::now(),
+        last_read_filled: false,
     };
     let mut registration = None;
     let end = s.run(shutdown, &mut registration).await;
@@ -151,7 +156,7 @@ pub(crate) async fn serve(
         // Commands queued for this connection never reached the gateway: say so.
         reg.commands.close();
         while let Ok(cmd) = reg.commands.try_recv() {
-            match s.shared.store.command_undelivered(cmd.id, now()).await {
+            match Box::pin(s.shared.store.command_undelivered(cmd.id, now())).await {
                 Ok(Some(record)) => s.shared.hub.publish(record),
                 Ok(None) => {}
                 Err(e) => warn!(gateway = %s.gateway, command = cmd.id,
@@ -159,7 +164,7 @@ pub(crate) async fn serve(
             }
         }
         if s.heard_since_touch
-            && let Err(e) = s.shared.store.touch(&s.gateway, now()).await
+            && let Err(e) = Box::pin(s.shared.store.touch(&s.gateway, now())).await
         {
             warn!(gateway = %s.gateway, "cannot update last_seen: {e}");
         }
@@ -184,7 +189,7 @@ struct Session {
     shared: Arc<Shared>,
     codec: CodecContext,
     /// Meter ids of the stored roster, in order (index = meter index in batches).
-    roster: Vec<String>,
+    roster: MeterIds,
     /// The sequence number the next new message must have.
     next_seq: u64,
     /// Highest sequence number known committed.
@@ -199,6 +204,8 @@ struct Session {
     last_touch: Instant,
     heard_since_touch: bool,
     last_frame: Instant,
+    /// The last read filled all the space it had: more is probably waiting in the socket.
+    last_read_filled: bool,
 }
 
 impl Session {
@@ -259,13 +266,9 @@ impl Session {
             capabilities: hello.capabilities.0,
             peer: self.peer.to_string(),
         };
-        let start = self
-            .shared
-            .store
-            .hello(&self.gateway, &record, now())
-            .await?;
+        let start = Box::pin(self.shared.store.hello(&self.gateway, &record, now())).await?;
         self.last_touch = Instant::now();
-        self.roster = start.roster;
+        self.roster = MeterIds::new(&start.roster);
         self.codec = CodecContext::new(start.roster_version, self.roster.len() as u32);
         self.committed = start.last_committed_seq;
         // The gateway cannot resend what it already deleted (≤ its last ack), so a cloud
@@ -297,16 +300,24 @@ impl Session {
             self.flush().await?;
             self.maybe_touch().await;
 
-            // Read at least the rest of a frame whose header is in, so a large batch arrives
-            // in a few reads; otherwise a small read keeps an idle connection small.
+            // Read at least the rest of a frame whose header is in. Otherwise: after a read
+            // that filled the buffer more is probably waiting, so read a lot (one transaction
+            // for many batches); after one that drained the socket, read little, so an idle
+            // connection holds 1 KiB rather than 64.
             let want = match Header::parse(&self.buf) {
                 Ok(h) => (h.header_len + h.payload_len).saturating_sub(self.buf.len()),
                 Err(_) => 0,
             };
-            if self.buf.is_empty() && self.buf.capacity() > 4 * READ_MIN {
-                self.buf = BytesMut::new(); // give back what a large frame needed
+            let read_size = if self.last_read_filled {
+                want.max(READ_BURST)
+            } else {
+                want.max(READ_IDLE)
+            };
+            if self.buf.is_empty() && self.buf.capacity() > 2 * read_size {
+                self.buf = BytesMut::new(); // give back what a burst or a large frame needed
             }
-            self.buf.reserve(want.max(READ_MIN));
+            self.buf.reserve(read_size);
+            let spare = self.buf.capacity() - self.buf.len();
             let idle_deadline = self.last_frame + self.shared.config.idle_timeout;
             tokio::select! {
                 biased;
@@ -317,7 +328,7 @@ impl Session {
                     Ok(0) if self.buf.is_empty() => return Err(End::Closed),
                     Ok(0) => return Err(End::bad(format!(
                         "connection closed inside a frame ({} bytes of it received)", self.buf.len()))),
-                    Ok(_) => {}
+                    Ok(n) => self.last_read_filled = n >= spare,
                     Err(e) => return Err(End::Io(e)),
                 },
                 _ = tokio::time::sleep_until(idle_deadline) => return Err(End::Idle),
@@ -492,13 +503,15 @@ impl Session {
                 ),
             });
         }
-        self.shared
-            .store
-            .store_roster(&self.gateway, roster.version, &ids)
-            .await?;
+        Box::pin(
+            self.shared
+                .store
+                .store_roster(&self.gateway, roster.version, &ids),
+        )
+        .await?;
         info!(gateway = %self.gateway, version = roster.version, meters = ids.len(), "roster stored");
         self.codec.set_roster(roster.version, ids.len() as u32);
-        self.roster = ids;
+        self.roster = MeterIds::new(&ids);
         Ok(())
     }
 
@@ -509,11 +522,15 @@ impl Session {
             CommandStatus::Failed => "failed",
             CommandStatus::Rejected => "rejected",
         };
-        match self
-            .shared
-            .store
-            .command_result(&self.gateway, r.id, status, r.code, &r.detail, now())
-            .await?
+        match Box::pin(self.shared.store.command_result(
+            &self.gateway,
+            r.id,
+            status,
+            r.code,
+            &r.detail,
+            now(),
+        ))
+        .await?
         {
             Some(record) => {
                 info!(gateway = %self.gateway, command = r.id, status, code = r.code,
@@ -529,7 +546,7 @@ impl Session {
     async fn deliver(&mut self, cmd: Command) -> Result<(), End> {
         let id = cmd.id;
         if let Err(e) = self.send(&Message::Command(cmd)).await {
-            match self.shared.store.command_undelivered(id, now()).await {
+            match Box::pin(self.shared.store.command_undelivered(id, now())).await {
                 Ok(Some(record)) => self.shared.hub.publish(record),
                 Ok(None) => {}
                 Err(e) => warn!(gateway = %self.gateway, command = id,
@@ -538,7 +555,7 @@ impl Session {
             return Err(e);
         }
         info!(gateway = %self.gateway, command = id, "command sent");
-        if let Err(e) = self.shared.store.command_delivered(id, now()).await {
+        if let Err(e) = Box::pin(self.shared.store.command_delivered(id, now())).await {
             warn!(gateway = %self.gateway, command = id, "cannot record command delivery: {e}");
         }
         Ok(())
@@ -551,11 +568,13 @@ impl Session {
             let items = std::mem::take(&mut self.group);
             self.group_readings = 0;
             let last = items.last().map_or(0, Item::seq);
-            let outcome = self
-                .shared
-                .store
-                .commit(&self.gateway, &items, &self.roster, now())
-                .await?;
+            let outcome = Box::pin(self.shared.store.commit(
+                &self.gateway,
+                &items,
+                &self.roster,
+                now(),
+            ))
+            .await?;
             self.last_touch = Instant::now(); // the commit updated last_seen
             self.heard_since_touch = false;
             debug!(gateway = %self.gateway, through = last, stored = outcome.stored,
@@ -585,7 +604,7 @@ impl Session {
         {
             self.last_touch = Instant::now();
             self.heard_since_touch = false;
-            if let Err(e) = self.shared.store.touch(&self.gateway, now()).await {
+            if let Err(e) = Box::pin(self.shared.store.touch(&self.gateway, now())).await {
                 warn!(gateway = %self.gateway, "cannot update last_seen: {e}");
             }
         }

@@ -83,6 +83,38 @@ pub struct CommandRecord {
     pub updated_at: u64,
 }
 
+/// The meter ids of a roster in two allocations instead of one per meter: every connection keeps
+/// its gateway's roster while it idles between batches.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MeterIds {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl MeterIds {
+    pub fn new<S: AsRef<str>>(ids: &[S]) -> MeterIds {
+        let mut text = String::with_capacity(ids.iter().map(|s| s.as_ref().len()).sum());
+        let mut ends = Vec::with_capacity(ids.len());
+        for id in ids {
+            text.push_str(id.as_ref());
+            ends.push(text.len() as u32); // ≤ 16384 ids of ≤ 68 bytes
+        }
+        MeterIds { text, ends }
+    }
+
+    /// The id at roster position `i`.
+    pub fn get(&self, i: u32) -> Option<&str> {
+        let i = i as usize;
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..end)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 /// What the session needs from the database when a gateway says Hello.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionStart {
@@ -455,7 +487,7 @@ impl Store {
         &self,
         gateway: &str,
         items: &[Item],
-        roster: &[String],
+        roster: &MeterIds,
         now: u64,
     ) -> Result<CommitOutcome, StoreError> {
         let Some(max_seq) = items.iter().map(Item::seq).max() else {
@@ -966,15 +998,15 @@ fn event_fields(kind: &EventKind) -> (&'static str, Option<u32>, serde_json::Val
     }
 }
 
-fn roster_id(roster: &[String], meter: u32) -> Option<&str> {
-    roster.get(meter as usize).map(String::as_str)
+fn roster_id(roster: &MeterIds, meter: u32) -> Option<&str> {
+    roster.get(meter)
 }
 
 async fn commit_sqlite(
     pool: &SqlitePool,
     gateway: &str,
     items: &[Item],
-    roster: &[String],
+    roster: &MeterIds,
     max_seq: i64,
     now: i64,
 ) -> Result<CommitOutcome, StoreError> {
@@ -1166,7 +1198,7 @@ impl PgStore {
         &self,
         gateway: &str,
         items: &[Item],
-        roster: &[String],
+        roster: &MeterIds,
         max_seq: i64,
         now: i64,
     ) -> Result<CommitOutcome, StoreError> {
@@ -1330,6 +1362,15 @@ mod tests {
         assert_eq!(meter_id_text(b"hex:41"), "hex:6865783a3431");
         assert_eq!(meter_id_text(b""), "hex:");
         assert_eq!(meter_id_text(b"a b"), "hex:612062");
+    }
+
+    #[test]
+    fn meter_ids_compact() {
+        let ids = MeterIds::new(&["a", "bc", "", "def"]);
+        assert_eq!(ids.len(), 4);
+        let got: Vec<_> = (0..5).map(|i| ids.get(i)).collect();
+        assert_eq!(got, [Some("a"), Some("bc"), Some(""), Some("def"), None]);
+        assert_eq!(MeterIds::default().get(0), None);
     }
 
     #[test]
