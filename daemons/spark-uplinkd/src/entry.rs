@@ -270,12 +270,11 @@ fn nearest_schedule_point(timestamp: u64, secs: u32) -> u64 {
     let secs = u64::from(secs);
     let below = timestamp - timestamp % secs;
     // Timestamps in the first half of an interval belong to its start, later ones to the next.
-    let start = if timestamp - below >= secs.div_ceil(2) && below.checked_add(secs).is_some() {
+    if timestamp - below >= secs.div_ceil(2) && below.checked_add(secs).is_some() {
         below + secs
     } else {
         below
-    };
-    start
+    }
 }
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -11,13 +11,13 @@
 //! ```
 //!
 //! Modules:
-//! - [`config`]: the TOML config and the settings the cloud may change;
-//! - [`entry`], [`roster`], [`queue`]: what is stored on `/data` and the durability rules;
-//! - [`pull`]: readings and Health events into the queue;
-//! - [`link`]: the session with the cloud, reconnects, keepalive;
-//! - [`commands`]: cloud commands forwarded over D-Bus;
-//! - [`service`]: `io.spark.Uplink1`;
-//! - [`daemon`]: [`run`], which wires it all together.
+//! - [`config`] — the TOML config and the settings the cloud may change;
+//! - [`entry`], [`roster`], [`queue`] — what is stored on `/data` and the durability rules;
+//! - [`pull`] — readings and Health events into the queue;
+//! - [`link`] — the session with the cloud, reconnects, keepalive;
+//! - [`commands`] — cloud commands forwarded over D-Bus;
+//! - [`service`] — `io.spark.Uplink1`;
+//! - [`daemon`] — [`run`], which wires it all together.
 
 pub mod commands;
 pub mod config;

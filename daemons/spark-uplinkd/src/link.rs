@@ -262,10 +262,10 @@ impl Link {
             let wake = tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => Wake::Shutdown,
                 m = rx.recv() => Wake::Frame(m),
-                _ = self.head.changed() => Wake::Appended,
+                _ = changed(&mut self.head) => Wake::Appended,
                 r = self.results.recv() => Wake::Result(r),
                 _ = tokio::time::sleep_until(wake_at.into()) => Wake::Timer,
-                _ = self.tunables.changed() => Wake::Tunables,
+                _ = changed(&mut self.tunables) => Wake::Tunables,
             };
             match wake {
                 Wake::Shutdown => {
@@ -635,6 +635,14 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 return;
             }
         }
+    }
+}
+
+/// Resolves when the watched value changes; never, once its sender is gone (at shutdown the
+/// puller drops the head sender first, and a closed channel must not spin the loop).
+pub(crate) async fn changed<T>(rx: &mut watch::Receiver<T>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -78,7 +78,7 @@ impl Puller {
             let wake = tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => Wake::Shutdown,
                 _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
-                _ = self.tunables.changed() => Wake::Tunables,
+                _ = crate::link::changed(&mut self.tunables) => Wake::Tunables,
                 sig = next_signal(&mut signals) => match sig {
                     Some(position) => Wake::Signal(position),
                     None => Wake::SignalsEnded,

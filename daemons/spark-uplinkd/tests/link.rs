@@ -204,3 +204,56 @@ fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_holds_an_idle_link_and_a_dead_peer_is_noticed() {
+    init_tracing();
+    let bus = PrivateBus::start().unwrap();
+    let pki = Pki::new(SERIAL);
+    let cloud = Cloud::start(&pki).await;
+    let proxy = FaultProxy::start(cloud.addr, Fault::Pass, 3).await;
+    let meters = FakeMeters::start(bus.address(), 5).await;
+    let data = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        pki: &pki,
+        bus: bus.address(),
+        cloud: proxy.addr,
+        data_dir: data.path(),
+    };
+    let toml = setup
+        .toml()
+        .replace("keepalive-secs = 300", "keepalive-secs = 0.2")
+        .replace("dead-peer-timeout-secs = 5", "dead-peer-timeout-secs = 1")
+        .replace("health-interval-secs = 1.0", "health-interval-secs = 3600");
+    let config = spark_uplinkd::Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
+    let uplink = InProcess::start(config).await;
+    let conn = zbus::connection::Builder::address(bus.address())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let uplink1 = spark_dbus::Uplink1Proxy::new(&conn).await.unwrap();
+    wait_for("connected", || async { cloud.is_connected(SERIAL) }).await;
+
+    // Idle for several keepalive periods and longer than the dead-peer timeout: pings are
+    // answered, so the one connection stays, and the pings show in the byte counters.
+    let before = uplink1.bytes_sent().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(proxy.connections.load(Ordering::SeqCst), 1);
+    assert!(uplink1.bytes_sent().await.unwrap() > before);
+
+    // The link freezes without a FIN or RST (radio gone): the unanswered ping gives it away.
+    proxy.stall_all();
+    meters.interval().await;
+    wait_for("a new connection after the dead peer", || async {
+        proxy.connections.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    let want = meters.generated().len() as u64;
+    wait_for("readings stored over the new connection", || async {
+        cloud.store.reading_count(Some(SERIAL)).await.unwrap() >= want
+    })
+    .await;
+    assert_exactly_once(&meters.generated(), &cloud.readings(SERIAL).await);
+    uplink.stop().await;
+}

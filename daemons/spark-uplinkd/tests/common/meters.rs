@@ -101,7 +101,13 @@ impl FakeMeters {
             s.interval += 1;
             let n = s.meters.len();
             for m in 0..n {
-                let ts = START + i * 900 + if (m as u64 + i) % 7 == 0 { 3 } else { 0 };
+                // Every seventh reading is a few seconds late.
+                let late = if (m as u64 + i).is_multiple_of(7) {
+                    3
+                } else {
+                    0
+                };
+                let ts = START + i * 900 + late;
                 s.wh[m] += 50 + ((m as u64 * 31 + i * 17) % 400);
                 let wh = s.wh[m];
                 s.next_position += 1;

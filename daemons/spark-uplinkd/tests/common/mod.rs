@@ -294,6 +294,9 @@ pub struct FaultProxy {
     fault: Arc<Mutex<Fault>>,
     // Bumped to cut every open connection at once.
     kill: tokio::sync::watch::Sender<u64>,
+    // Bumped to freeze every open connection: sockets stay open, nothing passes (a dead radio
+    // link that TCP has not noticed yet).
+    stall: tokio::sync::watch::Sender<u64>,
     task: JoinHandle<()>,
 }
 
@@ -306,6 +309,7 @@ impl FaultProxy {
         let cuts = Arc::new(AtomicU64::new(0));
         let (f, c, k) = (fault.clone(), connections.clone(), cuts.clone());
         let (kill, kill_rx) = tokio::sync::watch::channel(0u64);
+        let (stall, stall_rx) = tokio::sync::watch::channel(0u64);
         let task = tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             loop {
@@ -325,12 +329,14 @@ impl FaultProxy {
                 let k = k.clone();
                 let mut kill_rx = kill_rx.clone();
                 kill_rx.mark_unchanged();
+                let mut stall_rx = stall_rx.clone();
+                stall_rx.mark_unchanged();
                 tokio::spawn(async move {
                     let Ok(upstream) = TcpStream::connect(target).await else {
                         return;
                     };
                     let cut = tokio::select! {
-                        cut = pipe(client, upstream, budget) => cut,
+                        cut = pipe(client, upstream, budget, stall_rx) => cut,
                         _ = kill_rx.changed() => true,
                     };
                     if cut {
@@ -345,6 +351,7 @@ impl FaultProxy {
             cuts,
             fault,
             kill,
+            stall,
             task,
         }
     }
@@ -357,6 +364,11 @@ impl FaultProxy {
     pub fn cut_all(&self) {
         self.kill.send_modify(|g| *g += 1);
     }
+
+    /// Freezes every connection open now (new ones are not affected).
+    pub fn stall_all(&self) {
+        self.stall.send_modify(|g| *g += 1);
+    }
 }
 
 impl Drop for FaultProxy {
@@ -367,13 +379,20 @@ impl Drop for FaultProxy {
 
 /// Forwards both ways until either side closes or `budget` bytes passed; returns whether the
 /// budget cut it.
-async fn pipe(mut client: TcpStream, mut upstream: TcpStream, mut budget: u64) -> bool {
+async fn pipe(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    mut budget: u64,
+    mut stall: tokio::sync::watch::Receiver<u64>,
+) -> bool {
     let mut a = vec![0u8; 8192];
     let mut b = vec![0u8; 8192];
     loop {
         let (n, to_upstream) = tokio::select! {
             r = client.read(&mut a) => (r, true),
             r = upstream.read(&mut b) => (r, false),
+            // Frozen: hold both sockets open and pass nothing, until the proxy cuts or drops.
+            _ = stall.changed() => std::future::pending().await,
         };
         let n = match n {
             Ok(0) | Err(_) => return false,
