@@ -17,11 +17,18 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // A plain level from RUST_LOG (error, warn, info, debug, trace; default info) rather than
+    // tracing-subscriber's EnvFilter: its directive parser and regex engine are ~1 MiB of code
+    // that would sit in the resident set of a daemon meant to stay under 6 MB.
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| {
+            v.trim()
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .ok()
+        })
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt().with_max_level(level).init();
     let config = match spark_updated::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => return fail(&e),

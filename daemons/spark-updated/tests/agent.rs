@@ -180,12 +180,21 @@ impl Fixture {
     }
 
     /// Builds, signs and publishes release `version` whose rootfs is `image`.
-    fn publish(&self, version: &str, image: &[u8]) {
+    fn publish(&self, version: &str, image: &[u8]) -> spark_release::SignedRelease {
+        let (release, bundle) = self.release(version, image);
+        self.server.publish(&release, bundle);
+        release
+    }
+
+    /// Builds and signs release `version`; only its bundle goes on the server (by hash).
+    fn release(&self, version: &str, image: &[u8]) -> (spark_release::SignedRelease, Vec<u8>) {
         let bundle = self.bundle(COMPATIBLE, version, image);
         let release = self
             .pki
             .sign(|m| m.version = Version::parse(version).unwrap(), &bundle);
-        self.server.publish(&release, bundle);
+        self.server
+            .put(&OtaServer::bundle_path(&bundle), bundle.clone());
+        (release, bundle)
     }
 
     /// Waits until RAUC sits in the holding handler.
@@ -605,7 +614,7 @@ async fn dbus_check_now_drives_an_update() {
         wait_state(&proxy, "rebooting").await;
         assert_eq!(proxy.pending_version().await.unwrap(), "2.0.0");
         assert_eq!(proxy.last_error().await.unwrap(), "");
-        assert_eq!(fx.reboots.0.load(Ordering::SeqCst), 1);
+        wait_reboots(&fx, 1).await;
         stop.send(()).unwrap();
     };
     let (result, ()) = tokio::join!(run, within(test));
@@ -936,4 +945,172 @@ async fn reports_wait_on_data_while_the_server_is_unreachable() {
             "committed"
         ]
     );
+}
+
+/// Runs the daemon loop on the testbed's bus around `test`, then stops it.
+async fn serve_while<F: std::future::Future<Output = ()>>(
+    fx: &Fixture,
+    agent: TestAgent,
+    test: impl FnOnce(Update1Proxy<'static>) -> F,
+) {
+    let service_conn = bus(&fx.bed).await;
+    let client_conn = bus(&fx.bed).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = spark_updated::daemon::run_agent(
+        agent,
+        &service_conn,
+        Duration::from_secs(3600),
+        async {
+            let _ = stopped.await;
+        },
+        || {},
+    );
+    let proxy = proxy(&client_conn).await;
+    let test = async {
+        // The service is up once its properties answer.
+        while proxy.state().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        test(proxy).await;
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(run, within(test));
+    result.unwrap();
+}
+
+/// Waits until the reboot seam was asked `n` times (the state shows "rebooting" a little
+/// before the agent asks, while it sends the `installed` report).
+async fn wait_reboots(fx: &Fixture, n: u32) {
+    within(async {
+        while fx.reboots.0.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// The D-Bus error name of a failed call.
+fn error_name(err: &zbus::Error) -> String {
+    match err {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        other => panic!("not a method error: {other:?}"),
+    }
+}
+
+/// The version of the offer queued on "/data", if any.
+fn queued_version(fx: &Fixture) -> Option<String> {
+    let json = spark_updated::store::Store::new(&fx.data)
+        .queued_offer()
+        .unwrap()?;
+    let release = spark_release::SignedRelease::from_json(&json).unwrap();
+    Some(release.manifest().version.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_offers_while_busy_queue_the_newest_which_follows_the_update() {
+    let mut fx = Fixture::new().await;
+    // 1 MiB at 256 KiB/s: the agent is busy downloading for about four seconds.
+    fx.download.rate_limit = Some(256 << 10);
+    let v2 = fx.publish("2.0.0", &noise(50, 1 << 20));
+    let (v25, _) = fx.release("2.5.0", &noise(51, 128 << 10));
+    let v3_image = noise(52, 128 << 10);
+    let (v3, v3_bundle) = fx.release("3.0.0", &v3_image);
+    let expired = fx.pki.sign(
+        |m| {
+            let now = spark_release::Timestamp::now().unix();
+            m.version = Version::new(4, 0, 0);
+            m.issued_at = spark_release::Timestamp::from_unix(now - 7200).unwrap();
+            m.expires_at = spark_release::Timestamp::from_unix(now - 3600).unwrap();
+        },
+        &v3_bundle,
+    );
+    let agent = fx.agent(Ok(())).await;
+    let f = &fx;
+    serve_while(f, agent, |proxy| async move {
+        proxy.check_now().await.unwrap();
+        wait_state(&proxy, "downloading").await;
+        // Refused at once, while the download goes on untouched.
+        let err = proxy
+            .update_available(&expired.to_bytes())
+            .await
+            .unwrap_err();
+        assert_eq!(error_name(&err), "io.spark.Update1.Error.ReleaseRejected");
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert_eq!(proxy.state().await.unwrap(), "downloading");
+        assert_eq!(proxy.last_error().await.unwrap(), "");
+        // Accepted and queued; the newer offer replaces the older one.
+        proxy.update_available(&v25.to_bytes()).await.unwrap();
+        assert_eq!(queued_version(f).as_deref(), Some("2.5.0"));
+        proxy.update_available(&v3.to_bytes()).await.unwrap();
+        assert_eq!(queued_version(f).as_deref(), Some("3.0.0"));
+        // The release in progress, offered again: accepted, nothing queued.
+        proxy.update_available(&v2.to_bytes()).await.unwrap();
+        assert_eq!(queued_version(f).as_deref(), Some("3.0.0"));
+        wait_reboots(f, 1).await;
+        assert_eq!(proxy.pending_version().await.unwrap(), "2.0.0");
+    })
+    .await;
+    assert_eq!(fx.reboots.0.load(Ordering::SeqCst), 1);
+    assert_eq!(queued_version(&fx).as_deref(), Some("3.0.0"));
+
+    // After the reboot: 2.0.0 is committed, then the queued 3.0.0 follows.
+    assert_eq!(fx.reboot(), Slot::B);
+    let agent = fx.agent(Ok(())).await;
+    let f = &fx;
+    serve_while(f, agent, |proxy| async move {
+        wait_reboots(f, 2).await;
+        assert_eq!(proxy.pending_version().await.unwrap(), "3.0.0");
+        assert_eq!(proxy.current_version().await.unwrap(), "2.0.0");
+    })
+    .await;
+    assert_eq!(queued_version(&fx), None);
+    assert!(fx.slot_holds(Slot::A, &v3_image));
+    fx.reboot_and_commit(Slot::A, "3.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_reboot_is_refused_while_rauc_installs() {
+    let fx = Fixture::holding("pre-install").await;
+    fx.publish("2.0.0", &noise(53, 256 << 10));
+    let agent = fx.agent(Ok(())).await;
+    let f = &fx;
+    serve_while(f, agent, |proxy| async move {
+        proxy.check_now().await.unwrap();
+        f.handler_entered("pre-install").await;
+        assert_eq!(proxy.state().await.unwrap(), "installing");
+        let err = proxy.reboot(0).await.unwrap_err();
+        assert_eq!(
+            error_name(&err),
+            "org.freedesktop.DBus.Error.LimitsExceeded"
+        );
+        assert!(err.to_string().contains("installed"), "{err}");
+        f.release_handler();
+        wait_reboots(f, 1).await;
+        // A reboot is already under way: accepted, not doubled.
+        proxy.reboot(0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await;
+    assert_eq!(fx.reboots.0.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_reboot_when_idle_waits_its_delay_and_queues_offers() {
+    let fx = Fixture::new().await;
+    let (v2, _) = fx.release("2.0.0", &noise(54, 64 << 10));
+    let agent = fx.agent(Ok(())).await;
+    let f = &fx;
+    serve_while(f, agent, |proxy| async move {
+        wait_state(&proxy, "idle").await;
+        let asked = std::time::Instant::now();
+        proxy.reboot(1).await.unwrap();
+        assert_eq!(f.reboots.0.load(Ordering::SeqCst), 0);
+        // An offer while the reboot is due is checked and kept for after it.
+        proxy.update_available(&v2.to_bytes()).await.unwrap();
+        assert_eq!(queued_version(f).as_deref(), Some("2.0.0"));
+        wait_state(&proxy, "rebooting").await;
+        assert!(asked.elapsed() >= Duration::from_secs(1));
+        assert_eq!(f.reboots.0.load(Ordering::SeqCst), 1);
+    })
+    .await;
 }
