@@ -1,8 +1,9 @@
 //! Readings batches: the hot path, hand-written (see `examples/codec_bench.rs` for why).
 //!
 //! A [`ReadingsBatch`] is the wire form: which meters reported in each interval of the batch, and
-//! per meter either a delta against that meter's previous register value, or an absolute register
-//! value, plus exceptions (off-schedule timestamps, absolutes inside a delta interval). Turning
+//! per meter a delta against that meter's previous register value, the residual of predicting
+//! that delta (scaled intervals), or an absolute register value; plus off-schedule time offsets
+//! and absolute registers inside a delta interval. Turning
 //! plain samples into this form and back needs the codec context ([`crate::CodecContext`]); the
 //! wire form itself decodes without any state.
 

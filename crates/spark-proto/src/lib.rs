@@ -80,8 +80,9 @@
 //! # Readings batches
 //!
 //! Both ends know the roster, so a meter is its position in it; timestamps follow the schedule
-//! (`interval_start + i × interval_secs`) except where an exception says otherwise; registers are
-//! integer Wh, sent as deltas against the meter's previous value, Rice-coded per interval.
+//! (`interval_start + i × interval_secs`) except where an offset says otherwise; registers are
+//! integer Wh, sent as deltas against the meter's previous value, or as the error of predicting
+//! that delta, Rice-coded per interval.
 //!
 //! ```text
 //! flags u8 (bit0 sync) | seq varint | roster_version varint | roster_len varint (≤16384)
@@ -89,40 +90,68 @@
 //! | interval_count × interval
 //!
 //! interval:
-//! +-------+-----------------+------------------------+-----------------------------------+
-//! | flags | presence        | exceptions             | values                            |
-//! +-------+-----------------+------------------------+-----------------------------------+
-//!  flags u8: bits 0–1 presence mode, bit 2 absolute (keyframe), others zero
+//! +-------+---------+----------+-------------+-------------+---------------------------+
+//! | flags | [ratio] | presence | [registers] | offsets     | values                    |
+//! +-------+---------+----------+-------------+-------------+---------------------------+
+//!  flags u8: bits 0–1 presence mode, bit 2 absolute (keyframe), bit 3 scaled (not with bit 2),
+//!            others zero
+//!  ratio:    scaled only: u16 big-endian, r/1024 (RATIO_ONE = 1024 = 1.0)
 //!  presence, by mode:
 //!    0 none      nothing (no meter reported)
 //!    1 all-but   count varint, then the ABSENT meters as gaps (usual: a few missed reads)
 //!    2 bitmap    ceil(roster_len/8) bytes, meter i = bit (i mod 8) of byte i/8; padding zero
 //!    3 list      count varint, then the PRESENT meters as gaps (few meters reported)
 //!    (gaps: first index, then index − previous − 1, varints; the encoder picks the shortest mode)
-//!  exceptions: count varint, then per exception (increasing meter, a present meter):
-//!    meter gap varint | kind u8 (bit0 absolute, bit1 has offset) | value varint
-//!    | [time offset, zigzag varint seconds, non-zero]
-//!  values: one per present meter without an exception, in meter order:
+//!  registers (exceptions): delta intervals only: count varint, then per entry (increasing meter,
+//!    a present meter): meter gap varint | absolute register varint
+//!  offsets: count varint, then per entry (increasing meter, a present meter):
+//!    meter gap varint | time offset, zigzag varint seconds, non-zero
+//!    (the meter's value stays in `values`: a late read costs ~2 bytes)
+//!  values: one per present meter without a register entry, in meter order:
 //!    absolute interval: varint registers
 //!    delta interval:    k u8 (≤40), then Rice codes MSB-first, zero-padded to a byte:
 //!                       q = v >> k; q < 16: q one-bits, a zero bit, the k low bits of v
 //!                                   else:   16 one-bits, (width(v) − 1) in 6 bits, v in width(v) bits
+//!      not scaled: v = the meter's delta (register − previous register)
+//!      scaled:     v = zigzag(delta − ⌊(p·r + 512) / 1024⌋) for a meter with a previous delta p
+//!                  (see Codec context), v = delta for a meter without one
 //! ```
 //!
 //! Deltas are unsigned: an import register never decreases, so a decrease is a reset or a
-//! replaced meter and is sent as an absolute exception. The encoder chooses `k` per interval to
-//! minimise the bits (the optimum sits near log₂ of the mean delta); the escape keeps one
-//! commercial meter's outlier from costing hundreds of unary bits. Varints are minimal, padding is
-//! zero and counts must match, so every batch has exactly one encoding.
+//! replaced meter and is sent as an absolute register. The escape keeps one commercial meter's
+//! outlier from costing hundreds of unary bits.
 //!
-//! A typical 15-minute household delta (0–500 Wh) costs 6–10 bits. Measured on a simulated day of
-//! 1000 meters × 96 intervals (`tests/bytes_per_reading.rs`): 1.156 frame bytes per reading sent
-//! one interval per batch, 1.143 hourly.
+//! Households peak together, so the fleet-wide ratio `r ≈ Σ delta / Σ previous delta` follows the
+//! day's load shape and the residuals are mostly the meters' own noise. The encoder builds both
+//! forms of each delta interval and sends the scaled one when it is shorter including the ratio's
+//! two bytes; it also picks `k` and the presence mode. `r = 1024` is plain second-order
+//! prediction (delta minus previous delta).
+//!
+//! Canonical form: varints are minimal, padding is zero, counts must match and flags have no
+//! unknown bits, so a [`ReadingsBatch`] value has exactly one byte encoding and the decoder
+//! accepts no other. The encoder's choices (scaled or not, `r`, `k`, presence mode) are part of
+//! that value: the same readings could be sent as several valid batches, and the decoder accepts
+//! each of them. Refusing all but the encoder's pick would need the codec context inside
+//! `decode` and would tie every receiver to one encoder heuristic; nothing depends on a
+//! canonical *readings → bytes* mapping (ingest deduplicates by sequence number, not bytes).
+//!
+//! Measured on a simulated day of 1000 meters × 96 intervals of the meter simulator
+//! (`examples/ledger_bytes.rs` on `spark-meter-sim --seed 7`, 5 % late reads, 1 % missed, ±10 %
+//! noise on shared load shapes): 1.017 frame bytes per reading sent one interval per batch,
+//! 1.003 hourly (1.375 and 1.361 with plain deltas and 5-byte late-read exceptions). On the
+//! heavier-tailed day of `tests/bytes_per_reading.rs`: 1.152 and 1.138.
 //!
 //! # Codec context
 //!
 //! [`CodecContext`] is the state both ends keep for deltas: the roster version and length, and per
-//! meter the last register value of this session. The gateway builds batches from plain
+//! meter the last register value of this session, the scheduled time of that reading, and the
+//! meter's previous delta: that register minus the one before it, if the one before was scheduled
+//! exactly `interval_secs` earlier and was not higher. A reading scheduled at `T` is predicted
+//! from the previous delta only if the meter's last reading was scheduled at `T − interval_secs`;
+//! after a missed read, a gap between batches, a changed schedule, a reset, a session reset or a
+//! roster change the meter has no previous delta and sends a plain delta, also in a scaled
+//! interval. Both ends derive all of it from the registers and scheduled times they exchanged,
+//! so it needs no bytes of its own. The gateway builds batches from plain
 //! [`Sample`]s with [`CodecContext::build_batch`]; the cloud turns them back with
 //! [`CodecContext::expand`]. Resynchronisation:
 //!
