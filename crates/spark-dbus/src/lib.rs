@@ -20,6 +20,11 @@ pub const UPDATE1_PATH: &str = "/io/spark/Update1";
 /// Interface name of the update agent (same as its bus name).
 pub const UPDATE1_INTERFACE: &str = "io.spark.Update1";
 
+/// D-Bus error of `Update1.UpdateAvailable` when the offered release fails a check.
+pub const UPDATE1_ERROR_RELEASE_REJECTED: &str = "io.spark.Update1.Error.ReleaseRejected";
+/// D-Bus error of `Update1` methods when the agent has too many requests waiting.
+pub const UPDATE1_ERROR_BUSY: &str = "io.spark.Update1.Error.Busy";
+
 /// Bus name and interface of the meter-reading daemon (`spark-meterd`).
 pub const METERS1_NAME: &str = "io.spark.Meters1";
 /// Object path of the meter-reading daemon.
@@ -129,9 +134,13 @@ pub trait Uplink1 {
 /// without polling. Methods:
 /// - `CheckNow()` asks the OTA server for a release now instead of at the next poll.
 /// - `UpdateAvailable(ay)` hands the agent a signed release in its wire form (what `uplinkd`
-///   receives from the cloud). The call answers once the agent has queued it (or fails with
-///   `LimitsExceeded` when the agent is busy); the agent verifies it before anything else, and a
-///   refusal shows as `State` "failed" with the reason code first in `LastError`.
+///   receives from the cloud). The call answers after the manifest checks (signature, key,
+///   expiry, compatible, version): success means the release is being fetched, or, while
+///   another update runs, queued to follow it (the newest offer replaces an older queued one).
+///   A refusal is the error [`UPDATE1_ERROR_RELEASE_REJECTED`] whose message starts with the
+///   reason and check codes (`release-rejected: expired: ...`); when idle it also shows as
+///   `State` "failed" with the same text in `LastError`. `io.spark.Update1.Error.Busy` means too
+///   many requests are waiting: try again later.
 #[zbus::proxy(
     interface = "io.spark.Update1",
     default_service = "io.spark.Update1",
