@@ -1204,10 +1204,17 @@ impl PgStore {
     ) -> Result<CommitOutcome, StoreError> {
         // Months first, outside the transaction: DDL takes strong locks we must not hold long.
         let mut months = HashSet::new();
+        // The month of the previous reading, as [start, end): most readings share it.
+        let mut current = (0, 0);
         for item in items {
             if let Item::Readings { samples, .. } = item {
                 for s in samples {
-                    months.insert(month_of(i64_of(s.timestamp, "timestamp")?));
+                    let ts = i64_of(s.timestamp, "timestamp")?;
+                    if !(current.0..current.1).contains(&ts) {
+                        let month = month_of(ts);
+                        months.insert(month);
+                        current = (month_start(month), month_start(month + 1));
+                    }
                 }
             }
         }
