@@ -56,6 +56,16 @@ pub struct RadioSettings {
 }
 
 impl RadioSettings {
+    /// How long an incomplete frame may wait for its remaining bytes before the decoder gives
+    /// up on it: 500 ms, or twice the time the longest frame takes on a slow serial line.
+    pub fn partial_timeout(&self) -> Duration {
+        let bits = (crate::radio::MAX_PAYLOAD as u64 + 6) * 10;
+        let line = Duration::from_micros(
+            bits * 2_000_000 / u64::from(self.baud.unwrap_or(115_200).max(300)),
+        );
+        line.max(Duration::from_millis(500))
+    }
+
     pub fn from_config(config: &Config) -> Self {
         Self {
             address: config.radio.clone(),
@@ -170,17 +180,15 @@ struct Session<'a> {
     /// A Status arrived on this link.
     was_online: bool,
     roster: Vec<String>,
-    last_resend: Option<Instant>,
+    /// The last Resend asked for, and when.
+    last_resend: Option<(u64, Instant)>,
     acked_sent: u64,
     /// No reading arrived since the last Status.
     quiet_since_status: bool,
 }
 
-/// Quiet time after which a partial frame is abandoned (a damaged length waits for bytes that
-/// will not come).
-const PARTIAL_TIMEOUT: Duration = Duration::from_millis(500);
-/// A gap is reported to the module at most this often (frames already on their way would each
-/// ask again otherwise).
+/// The same gap is reported to the module at most this often (frames already on their way would
+/// each ask again otherwise).
 const RESEND_SPACING: Duration = Duration::from_millis(500);
 
 impl<'a> Session<'a> {
@@ -228,14 +236,19 @@ impl<'a> Session<'a> {
             let ping = self.settings.ping_interval;
             let mut next_ping = Instant::now() + ping;
             let mut last_heard = Instant::now();
+            // Since when the frame at the front of the decoder has been incomplete. Counted
+            // from the last decoding progress, not the last byte: a damaged length can make
+            // the decoder wait for bytes that do arrive (pings answered) but belong to later
+            // frames, which it would swallow for a long time.
+            let mut partial_since: Option<Instant> = None;
+            let partial_timeout = self.settings.partial_timeout();
             loop {
-                let deadline = if dec.buffered() > 0 {
-                    next_ping.min(Instant::now() + PARTIAL_TIMEOUT)
-                } else {
-                    next_ping
+                let deadline = match partial_since {
+                    Some(t) => next_ping.min(t + partial_timeout),
+                    None => next_ping,
                 };
                 let read = tokio::time::timeout_at(deadline, reader.read(&mut buf)).await;
-                let mut errors = Vec::new();
+                let mut frames = Vec::new();
                 match read {
                     Ok(Ok(0)) => return Err(SessionError::Closed),
                     Ok(Ok(n)) => {
@@ -243,28 +256,29 @@ impl<'a> Session<'a> {
                         dec.push(&buf[..n]);
                     }
                     Ok(Err(e)) => return Err(e.into()),
-                    Err(_) => {
-                        if dec.buffered() > 0 && last_heard.elapsed() >= PARTIAL_TIMEOUT {
-                            errors.extend(dec.abandon_partial());
-                        }
-                        if Instant::now() >= next_ping {
-                            let silent = last_heard.elapsed();
-                            if silent > ping * 3 {
-                                return Err(SessionError::Silent(silent));
-                            }
-                            let _ = tx.send(Frame::Ping).await;
-                            next_ping = Instant::now() + ping;
-                        }
-                    }
+                    Err(_) => {}
                 }
-                let mut frames = Vec::new();
+                if partial_since.is_some_and(|t| t.elapsed() >= partial_timeout) {
+                    frames.extend(dec.abandon_partial().map(Err));
+                }
+                if Instant::now() >= next_ping {
+                    let silent = last_heard.elapsed();
+                    if silent > ping * 3 {
+                        return Err(SessionError::Silent(silent));
+                    }
+                    let _ = tx.send(Frame::Ping).await;
+                    next_ping = Instant::now() + ping;
+                }
+                let before = frames.len();
                 while let Some(f) = dec.next_frame() {
-                    match f {
-                        Ok(f) => frames.push(f),
-                        Err(e) => errors.push(e),
-                    }
+                    frames.push(f);
                 }
-                self.handle(frames, errors, &tx).await;
+                if dec.buffered() == 0 {
+                    partial_since = None;
+                } else if frames.len() > before || partial_since.is_none() {
+                    partial_since = Some(Instant::now());
+                }
+                self.handle(frames, &tx).await;
             }
         };
         tokio::select! {
@@ -277,20 +291,17 @@ impl<'a> Session<'a> {
     }
 
     /// Handles what one read brought: stores the readings in one append, then acknowledges.
-    async fn handle(
-        &mut self,
-        frames: Vec<Frame>,
-        errors: Vec<FrameError>,
-        tx: &mpsc::Sender<Frame>,
-    ) {
+    async fn handle(&mut self, frames: Vec<Result<Frame, FrameError>>, tx: &mpsc::Sender<Frame>) {
         let mut changes = Changes::default();
-        for e in &errors {
+        let mut errors = 0;
+        for e in frames.iter().filter_map(|f| f.as_ref().err()) {
             tracing::warn!(error = %e, "skipped a bad frame from the radio module");
+            errors += 1;
         }
-        if !errors.is_empty() {
+        if errors > 0 {
             self.shared
                 .radio_errors
-                .fetch_add(errors.len() as u64, Ordering::Relaxed);
+                .fetch_add(errors, Ordering::Relaxed);
             changes.radio_errors = true;
         }
         let mut batch: Vec<RadioReading> = Vec::new();
@@ -298,6 +309,29 @@ impl<'a> Session<'a> {
         let mut gap = None;
         let mut to_send = Vec::new();
         for frame in frames {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(FrameError::UnusableReading { seq, reason }) => {
+                    // Only when it is the next one: an earlier one is a copy, a later one
+                    // leaves a gap that a resend fills first.
+                    if self.was_online {
+                        self.flush_batch(&mut batch, &mut changes);
+                        let mut store = self.shared.store();
+                        if seq == store.last_seq() + 1 {
+                            tracing::error!(
+                                seq,
+                                reason,
+                                "skipping an unusable reading from the radio module"
+                            );
+                            if let Err(e) = store.skip(seq) {
+                                tracing::error!(error = %e, "cannot record the skip");
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            };
             match frame {
                 Frame::Status {
                     epoch,
@@ -399,16 +433,16 @@ impl<'a> Session<'a> {
             to_send.push(Frame::Ack { seq: last });
             self.acked_sent = last;
         }
-        if let Some(from) = gap
+        if let Some(from) = gap.map(|from| from.min(last + 1))
             && self
                 .last_resend
-                .is_none_or(|t| t.elapsed() >= RESEND_SPACING)
+                .is_none_or(|(asked, t)| asked != from || t.elapsed() >= RESEND_SPACING)
         {
-            // Frames may be on their way that fill it; asking twice only costs bandwidth.
-            let from = from.min(last + 1);
+            // A new gap is asked for at once; the same one again only after a pause, since
+            // frames sent before the module saw our Resend are still arriving.
             tracing::info!(from, "gap in the module's readings; asking for a resend");
             to_send.push(Frame::Resend { from });
-            self.last_resend = Some(Instant::now());
+            self.last_resend = Some((from, Instant::now()));
         }
         for frame in to_send {
             let _ = tx.send(frame).await;

@@ -151,6 +151,10 @@ pub enum FrameError {
     UnknownType { kind: u8 },
     #[error("frame type {kind:#04x} has a bad payload: {reason}")]
     Payload { kind: u8, reason: &'static str },
+    /// A reading the module meant to send (its CRC is right) that cannot be used, e.g. a meter
+    /// id that is not UTF-8. Resending would bring the same bytes, so the host skips `seq`.
+    #[error("reading {seq} from the module is unusable: {reason}")]
+    UnusableReading { seq: u64, reason: &'static str },
     #[error("an incomplete frame was abandoned ({len} bytes; the line went quiet mid-frame)")]
     Stale { len: usize },
 }
@@ -469,7 +473,14 @@ impl FrameDecoder {
             self.pos += 1;
             return Some(Err(FrameError::Crc { kind, got, want }));
         }
-        let result = Frame::decode_payload(kind, &data[HEADER..HEADER + len]);
+        let payload = &data[HEADER..HEADER + len];
+        let result = Frame::decode_payload(kind, payload).map_err(|e| match e {
+            FrameError::Payload { reason, .. } if kind == kind::READING && len >= 8 => {
+                let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
+                FrameError::UnusableReading { seq, reason }
+            }
+            e => e,
+        });
         // A frame whose CRC is right is what the sender meant, even if we cannot use it: skip
         // all of it, not just the sync byte.
         self.pos += total;
@@ -634,6 +645,25 @@ mod tests {
             dec.next_frame(),
             Some(Err(FrameError::Payload { kind: 0x04, .. }))
         ));
+
+        // Right CRC, a reading with a control character in its id: unusable, with its seq.
+        let mut raw = Frame::Reading(RadioReading {
+            seq: 9,
+            meter_id: "A\u{7}".into(),
+            timestamp: 1,
+            wh: 2,
+            flags: 0,
+        })
+        .to_bytes();
+        dec.push(&raw);
+        assert_eq!(
+            dec.next_frame(),
+            Some(Err(FrameError::UnusableReading {
+                seq: 9,
+                reason: "meter id has control characters"
+            }))
+        );
+        raw.truncate(0);
 
         // Length over the limit.
         dec.push(&[SYNC, 0x03, 0xFF, 0xFF]);

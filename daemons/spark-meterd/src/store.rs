@@ -192,6 +192,19 @@ impl Store {
         self.write_state(epoch)
     }
 
+    /// Gives up reading `seq` (the next one expected), which the module sent but which cannot be
+    /// stored: the module is then acknowledged past it.
+    pub fn skip(&mut self, seq: u64) -> Result<(), StoreError> {
+        let Some(epoch) = self.epoch() else {
+            return Ok(());
+        };
+        if seq <= self.last_seq {
+            return Ok(());
+        }
+        self.last_seq = seq;
+        self.write_state(epoch)
+    }
+
     fn write_state(&mut self, epoch: u32) -> Result<(), StoreError> {
         let state = RadioState {
             epoch,
@@ -517,6 +530,14 @@ mod tests {
         );
         s.append(&[reading(1, "C")]).unwrap();
         assert_eq!(s.fetch(0, 10).unwrap().len(), 3);
+        // An unusable reading 2 is skipped; the skip survives a restart.
+        s.skip(2).unwrap();
+        drop(s);
+        let mut s = Store::open(dir.path(), 1000).unwrap();
+        assert_eq!(s.last_seq(), 2);
+        s.append(&[reading(3, "C")]).unwrap();
+        drop(s);
+        assert_eq!(Store::open(dir.path(), 1000).unwrap().last_seq(), 3);
     }
 
     #[test]

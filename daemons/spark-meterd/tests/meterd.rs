@@ -16,6 +16,7 @@ const LONG: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_delivers_every_reading_exactly_once() {
+    common::logs();
     let rig = Rig::new();
     let socket = rig.path("radio.sock");
     let options = run_options(&rig, 40, 30, 11);
@@ -50,6 +51,7 @@ async fn unix_socket_delivers_every_reading_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pty_delivers_every_reading_exactly_once() {
+    common::logs();
     let rig = Rig::new();
     let options = run_options(&rig, 30, 25, 12);
     let sim = SimRun::pty(options, Faults::none());
@@ -67,6 +69,7 @@ async fn pty_delivers_every_reading_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_frames_are_skipped_and_nothing_bad_is_stored() {
+    common::logs();
     let rig = Rig::new();
     let socket = rig.path("radio.sock");
     let options = run_options(&rig, 40, 25, 13);
@@ -91,6 +94,7 @@ async fn damaged_frames_are_skipped_and_nothing_bad_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_frames_over_a_pty_are_skipped_too() {
+    common::logs();
     let rig = Rig::new();
     let options = run_options(&rig, 30, 20, 14);
     let sim = SimRun::pty(options, Faults::new(14, 0.03, 0.03));
@@ -107,6 +111,7 @@ async fn damaged_frames_over_a_pty_are_skipped_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_crashes_before_storing_fetches_the_same_again() {
+    common::logs();
     let rig = Rig::new();
     let socket = rig.path("radio.sock");
     let options = run_options(&rig, 20, 10, 15);
@@ -139,6 +144,7 @@ async fn a_reader_that_crashes_before_storing_fetches_the_same_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn radio_outage_shows_offline_then_recovers() {
+    common::logs();
     let rig = Rig::new();
     let socket = rig.path("radio.sock");
     let options = run_options(&rig, 20, 40, 16);
@@ -166,6 +172,7 @@ async fn radio_outage_shows_offline_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_meterd_at_random_moments_loses_and_doubles_nothing() {
+    common::logs();
     let rig = Rig::new();
     let socket = rig.path("radio.sock");
     let mut options = run_options(&rig, 60, 60, 17);
@@ -201,6 +208,7 @@ async fn kill_9_of_meterd_at_random_moments_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_two_binaries_over_a_pty() {
+    common::logs();
     use std::io::BufRead;
     let rig = Rig::new();
     let ledger = rig.ledger();
@@ -262,4 +270,52 @@ async fn the_two_binaries_over_a_pty() {
     reader.fetch_until(total, LONG).await;
     assert_exactly_once(&ledger, &reader.got);
     assert_eq!(reader.proxy.meters().await.unwrap().len(), 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_reading_is_skipped_not_stored_and_does_not_stall_the_stream() {
+    common::logs();
+    use spark_meterd::sim::SimReading;
+    let rig = Rig::new();
+    let socket = rig.path("radio.sock");
+    let mut options = run_options(&rig, 5, 1, 19);
+    options.ledger = None;
+    let meterd = InProcess::start(rig.config(RadioAddress::Unix(socket.clone())));
+    let conn = rig.client().await;
+    let mut reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    let sim = SimRun::unix(options, &socket, Faults::none());
+    sim.wait_all_acked(LONG).await;
+    let before = sim.module.state().newest as usize;
+    let reading = |id: &str, wh| SimReading {
+        meter_id: id.into(),
+        timestamp: 1_767_600_000,
+        wh,
+        flags: 0,
+    };
+    // The module sends a meter id with a control character: its CRC is right, so a resend
+    // would bring the same bytes.
+    sim.module.take(
+        vec![
+            reading("OK-1", 10),
+            reading("BAD\u{7}", 20),
+            reading("OK-2", 30),
+        ],
+        Vec::new(),
+    );
+    sim.wait_all_acked(LONG).await;
+    reader.fetch_until(before + 2, LONG).await;
+    let last: Vec<_> = reader.got[before..]
+        .iter()
+        .map(|r| (r.meter_id.as_str(), r.wh))
+        .collect();
+    assert_eq!(last, [("OK-1", 10), ("OK-2", 30)]);
+    let errors: u64 = reader
+        .proxy
+        .inner()
+        .get_property("RadioErrors")
+        .await
+        .unwrap();
+    assert!(errors >= 1);
+    meterd.stop().await;
 }

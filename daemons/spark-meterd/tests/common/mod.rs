@@ -16,6 +16,14 @@ use spark_testbed::PrivateBus;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// meterd's logs in the test's output (shown when a test fails).
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("spark_meterd=debug")
+        .with_test_writer()
+        .try_init();
+}
+
 /// A test's private world: bus, temp dir, file names.
 pub struct Rig {
     pub bus: PrivateBus,
