@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo build --release -p spark-uplinkd
-//! SPARK_UPLINKD_BIN=target/release/spark-uplinkd \
+//! SPARK_UPLINKD_BIN=$PWD/target/release/spark-uplinkd \
 //!   cargo test -p spark-uplinkd --test rss -- --ignored --nocapture
 //! ```
 
@@ -30,6 +30,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run the release binary by hand (see the file docs)"]
 async fn rss_with_2000_meters() {
+    // An absolute path: cargo runs tests in the package directory.
     let bin = std::env::var("SPARK_UPLINKD_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_spark-uplinkd").to_owned());
     let bus = PrivateBus::start().unwrap();
