@@ -223,3 +223,21 @@ pub async fn serve(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::DBusError;
+
+    #[test]
+    fn error_names_are_the_ones_spark_dbus_publishes() {
+        assert_eq!(
+            Update1Error::ReleaseRejected(String::new()).name().as_str(),
+            spark_dbus::UPDATE1_ERROR_RELEASE_REJECTED
+        );
+        assert_eq!(
+            Update1Error::Busy(String::new()).name().as_str(),
+            spark_dbus::UPDATE1_ERROR_BUSY
+        );
+    }
+}
