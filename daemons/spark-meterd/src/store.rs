@@ -343,6 +343,9 @@ impl Store {
         if cursor > self.journal.tail() {
             self.trim_through(cursor)?;
         }
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let recs = self.journal.read_after(cursor, max as usize, FETCH_BYTES)?;
         let mut out = Vec::with_capacity(recs.len());
         for (position, rec) in recs {

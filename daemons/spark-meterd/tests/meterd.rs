@@ -319,3 +319,40 @@ async fn an_unusable_reading_is_skipped_not_stored_and_does_not_stall_the_stream
     assert!(errors >= 1);
     meterd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_the_oldest_readings_are_dropped_and_counted() {
+    common::logs();
+    let rig = Rig::new();
+    let socket = rig.path("radio.sock");
+    let options = run_options(&rig, 20, 10, 20);
+    let mut config = rig.config(RadioAddress::Unix(socket.clone()));
+    config.max_buffered = 50;
+    let meterd = InProcess::start(config);
+    let conn = rig.client().await;
+    let reader = Reader::new(&conn).await;
+    reader.wait_ready(LONG).await;
+    // Nobody fetches: the buffer fills up to its cap and then keeps the newest.
+    let sim = SimRun::unix(options, &socket, Faults::none());
+    sim.wait_all_acked(LONG).await;
+    let total = sim.module.state().newest;
+    assert!(total > 100);
+    assert_eq!(reader.proxy.buffered().await.unwrap(), 50);
+    assert_eq!(reader.proxy.head().await.unwrap(), total);
+    let dropped: u64 = reader.proxy.inner().get_property("Dropped").await.unwrap();
+    assert_eq!(dropped, total - 50);
+    let kept = reader.proxy.fetch(0, 100).await.unwrap();
+    assert_eq!(kept.len(), 50);
+    assert_eq!(kept[0].position, total - 49);
+    let ledger = spark_meterd::sim::read_ledger(&rig.ledger()).unwrap();
+    let newest: Vec<_> = ledger[ledger.len() - 50..]
+        .iter()
+        .map(|(id, ts, wh)| (id.clone(), *ts, *wh))
+        .collect();
+    let got: Vec<_> = kept
+        .iter()
+        .map(|r| (r.meter_id.clone(), r.timestamp, r.wh))
+        .collect();
+    assert_eq!(got, newest);
+    meterd.stop().await;
+}
