@@ -61,7 +61,7 @@ fn by_mapping(pid: u32) -> Vec<(String, u64)> {
             }
         }
     }
-    sums.sort_by(|a, b| b.1.cmp(&a.1));
+    sums.sort_by_key(|s| std::cmp::Reverse(s.1));
     sums
 }
 
