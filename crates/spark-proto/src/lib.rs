@@ -104,14 +104,14 @@
 //!    (gaps: first index, then index − previous − 1, varints; the encoder picks the shortest mode)
 //!  registers (exceptions): delta intervals only: count varint, then per entry (increasing meter,
 //!    a present meter): meter gap varint | absolute register varint
-//!  offsets: count varint, then per entry (increasing meter, a present meter):
-//!    meter gap varint | time offset, zigzag varint seconds, non-zero
-//!    (the meter's value stays in `values`: a late read costs ~2 bytes)
+//!  offsets: count varint; if count > 0: kg << 4 | ko u8, then per entry (increasing meter, a
+//!    present meter) Rice(meter gap, kg) Rice(zigzag(seconds), ko), MSB-first, zero-padded to a
+//!    byte; seconds non-zero. The meter's value stays in `values`: a late read costs ~10 bits.
 //!  values: one per present meter without a register entry, in meter order:
 //!    absolute interval: varint registers
 //!    delta interval:    k u8 (≤40), then Rice codes MSB-first, zero-padded to a byte:
-//!                       q = v >> k; q < 16: q one-bits, a zero bit, the k low bits of v
-//!                                   else:   16 one-bits, (width(v) − 1) in 6 bits, v in width(v) bits
+//!                       Rice(v, k): q = v >> k; q < 16: q one-bits, a zero bit, the k low bits of v
+//!                       else: 16 one-bits, (width(v) − 1) in 6 bits, v in width(v) bits (escape)
 //!      not scaled: v = the meter's delta (register − previous register)
 //!      scaled:     v = zigzag(delta − ⌊(p·r + 512) / 1024⌋) for a meter with a previous delta p
 //!                  (see Codec context), v = delta for a meter without one
@@ -137,9 +137,9 @@
 //!
 //! Measured on a simulated day of 1000 meters × 96 intervals of the meter simulator
 //! (`examples/ledger_bytes.rs` on `spark-meter-sim --seed 7`, 5 % late reads, 1 % missed, ±10 %
-//! noise on shared load shapes): 1.017 frame bytes per reading sent one interval per batch,
-//! 1.003 hourly (1.375 and 1.361 with plain deltas and 5-byte late-read exceptions). On the
-//! heavier-tailed day of `tests/bytes_per_reading.rs`: 1.152 and 1.138.
+//! noise on shared load shapes): 0.984 frame bytes per reading sent one interval per batch,
+//! 0.971 hourly (1.375 and 1.361 with plain deltas and 5-byte late-read exceptions). On the
+//! heavier-tailed day of `tests/bytes_per_reading.rs`: 1.150 and 1.136.
 //!
 //! # Codec context
 //!

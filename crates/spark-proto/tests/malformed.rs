@@ -234,20 +234,31 @@ fn malformed_table() {
             ),
             invalid_any(T::ReadingsBatch),
         ),
+        // Offsets: count, a byte of Rice parameters (gaps << 4 | offsets), then bits.
         (
             "batch zero time offset",
             batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05]),
-            invalid_any(T::ReadingsBatch),
+            invalid_field(T::ReadingsBatch, "time offset"),
         ),
         (
             "batch offset for absent meter",
-            batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x02, 0x02, 0x00, 0x05]),
-            invalid_any(T::ReadingsBatch),
+            batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x00, 0xc0, 0x00, 0x05]),
+            invalid_field(T::ReadingsBatch, "offset meter"),
         ),
         (
             "batch offset meter beyond roster",
-            batch(&[0x01, 0x00, 0x00, 0x02, 0x03, 0x02, 0xff, 0xff, 0x0f, 0x02]),
-            invalid_any(T::ReadingsBatch),
+            batch(&[0x01, 0x00, 0x00, 0x01, 0x00, 0xff, 0x00]),
+            invalid_field(T::ReadingsBatch, "offset meter"),
+        ),
+        (
+            "batch offsets non-zero padding",
+            batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x00, 0x61, 0x00, 0x05]),
+            invalid_field(T::ReadingsBatch, "offsets"),
+        ),
+        (
+            "batch offsets truncated",
+            batch(&[0x01, 0x00, 0x00, 0x02, 0x00, 0xff]),
+            invalid_field(T::ReadingsBatch, "offsets"),
         ),
         (
             "batch scaled keyframe",
@@ -293,14 +304,19 @@ fn malformed_table() {
         let got = decode(&bytes).map(|(m, _)| m);
         match (&got, &want) {
             (
-                Err(DecodeError::Invalid { msg_type, .. }),
+                Err(DecodeError::Invalid {
+                    msg_type, field, ..
+                }),
                 DecodeError::Invalid {
                     msg_type: w,
+                    field: wf,
                     reason,
-                    ..
                 },
             ) if reason == ANY => {
                 assert_eq!(msg_type, w, "{name}: {got:?}");
+                if !wf.is_empty() {
+                    assert_eq!(field, wf, "{name}: {got:?}");
+                }
             }
             _ => assert_eq!(got, Err(want), "{name}"),
         }
@@ -308,6 +324,15 @@ fn malformed_table() {
 }
 
 const ANY: &str = "<any reason>";
+
+/// Any `Invalid` error of this type on this field.
+fn invalid_field(msg_type: MessageType, field: &'static str) -> DecodeError {
+    DecodeError::Invalid {
+        msg_type,
+        field,
+        reason: ANY.into(),
+    }
+}
 
 fn invalid_any(msg_type: MessageType) -> DecodeError {
     DecodeError::Invalid {
