@@ -27,7 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-cargo build --release --locked -p spark-telemetry-bench -p spark-ingest -p spark-meterd -p spark-uplinkd
+cargo build --release --locked -p spark-telemetry-bench -p spark-ingest -p spark-meterd
+# The gateway daemons as they ship (Cargo profile `gateway`: size-optimised, LTO).
+cargo build --profile gateway --locked -p spark-meterd -p spark-uplinkd
+export SPARK_BENCH_GATEWAY_DIR=target/gateway
 bench=target/release/spark-telemetry-bench
 # 10k connections need 10k descriptors in ingest and in the benchmark.
 ulimit -n 20000 2>/dev/null || true

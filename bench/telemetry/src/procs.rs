@@ -9,10 +9,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-/// A binary of this workspace, built into the same directory as the running benchmark.
+/// A binary of this workspace, built into the same directory as the running benchmark; gateway
+/// daemons come from `SPARK_BENCH_GATEWAY_DIR` when set (`target/gateway`, the size-optimised
+/// profile they ship with).
 pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("locate the benchmark binary")?;
-    let dir = me.parent().context("benchmark binary has no directory")?;
+    let mut dir = me
+        .parent()
+        .context("benchmark binary has no directory")?
+        .to_owned();
+    if let Some(gateway) = std::env::var_os("SPARK_BENCH_GATEWAY_DIR")
+        && (name == "spark-meterd" || name == "spark-uplinkd")
+    {
+        dir = PathBuf::from(gateway);
+    }
     let path = dir.join(name);
     if !path.is_file() {
         bail!(
