@@ -152,8 +152,7 @@ async fn a_malformed_batch_is_parked_not_resent_forever() {
         seen.lock().unwrap().batches.len() >= 3
     })
     .await;
-    let s = seen.lock().unwrap();
-    assert_eq!(&s.batches[..3], &[1, 1, 2], "{s:?}");
-    drop(s);
+    let batches = seen.lock().unwrap().batches.clone();
+    assert_eq!(&batches[..3], &[1, 1, 2], "{batches:?}");
     uplink.stop().await;
 }
