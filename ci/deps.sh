@@ -13,6 +13,7 @@ packages=(
   gcc libc6-dev   # ring (TLS/crypto) compiles a little C and assembly
   ca-certificates
   softhsm2        # PKCS#11 token for the device key in spark-tls and spark-uplinkd tests
+  sqlite3         # the main job shows what spark-ingest stored
 )
 
 missing=()
