@@ -197,12 +197,7 @@ async fn connection(
             return;
         }
     };
-    let fut = session::serve(shared, stream, peer, gateway, shutdown);
-    tracing::warn!(
-        "SIZEPROBE session future {} bytes",
-        std::mem::size_of_val(&fut)
-    );
-    fut.await;
+    session::serve(shared, stream, peer, gateway, shutdown).await;
 }
 
 /// Listens for the server's shutdown broadcast (mini-redis' `Shutdown`).

@@ -280,25 +280,27 @@ impl Session {
             slot = record.booted_slot, version, last_committed_seq = self.committed,
             gateway_last_acked = hello.last_acked_seq, roster_version = start.roster_version,
             "gateway connected");
-        self.send(&Message::Welcome(Welcome {
+        Box::pin(self.send(&Message::Welcome(Welcome {
             version,
             server_time: now(),
             config_version: start.config_version,
             roster_version: start.roster_version,
             last_committed_seq: self.committed,
-        }))
+        })))
         .await?;
 
         loop {
+            // The work between reads is boxed: the task of an idle connection then carries
+            // only the waiting below, not the deepest state of handling a message.
             while let Some(msg) = self.decode_buffered()? {
-                self.handle(msg).await?;
+                Box::pin(self.handle(msg)).await?;
                 if self.group.len() >= MAX_GROUP_ITEMS || self.group_readings >= MAX_GROUP_READINGS
                 {
-                    self.flush().await?;
+                    Box::pin(self.flush()).await?;
                 }
             }
-            self.flush().await?;
-            self.maybe_touch().await;
+            Box::pin(self.flush()).await?;
+            Box::pin(self.maybe_touch()).await;
 
             // Read at least the rest of a frame whose header is in. Otherwise: after a read
             // that filled the buffer more is probably waiting, so read a lot (one transaction
@@ -323,7 +325,7 @@ impl Session {
                 biased;
                 _ = shutdown.recv() => return Err(End::Shutdown),
                 _ = replaced.notified() => return Err(End::Replaced),
-                Some(cmd) = commands.recv() => self.deliver(cmd).await?,
+                Some(cmd) = commands.recv() => Box::pin(self.deliver(cmd)).await?,
                 r = self.stream.read_buf(&mut self.buf) => match r {
                     Ok(0) if self.buf.is_empty() => return Err(End::Closed),
                     Ok(0) => return Err(End::bad(format!(
