@@ -1,13 +1,13 @@
 //! The hub: which gateways are connected to this ingest node, a bounded command queue into each
 //! connection, and a broadcast of command results for callers waiting on the push API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use spark_proto::Command;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 
 use crate::store::CommandRecord;
 
@@ -41,8 +41,7 @@ impl Default for Inner {
 #[derive(Debug)]
 struct Conn {
     id: u64,
-    commands: mpsc::Sender<Command>,
-    replaced: Arc<Notify>,
+    inbox: Arc<Inbox>,
     peer: SocketAddr,
 }
 
@@ -50,10 +49,57 @@ struct Conn {
 #[derive(Debug)]
 pub(crate) struct Registration {
     pub id: u64,
-    pub commands: mpsc::Receiver<Command>,
+    pub inbox: Arc<Inbox>,
+}
+
+/// A connection's command queue. Not a tokio mpsc channel: that allocates a block of slots per
+/// channel up front, and every idle gateway connection has one; this allocates when used.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    queue: Mutex<VecDeque<Command>>,
+    ready: Notify,
     /// Notified when a newer connection of the same gateway registers: this one should close
     /// (it is most likely a half-open TCP connection the gateway has given up on).
-    pub replaced: Arc<Notify>,
+    pub replaced: Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Inbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Command>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, command: Command) -> Result<(), SendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SendError::NotConnected);
+        }
+        let mut queue = self.queue();
+        if queue.len() >= COMMAND_QUEUE {
+            return Err(SendError::Busy);
+        }
+        queue.push_back(command);
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next command; waits for one. Cancel-safe: a command is only taken when returned.
+    pub(crate) async fn next(&self) -> Command {
+        loop {
+            if let Some(c) = self.queue().pop_front() {
+                return c;
+            }
+            // notify_one keeps a permit when nobody waits, so a push between the check above
+            // and this wait is not missed.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuses further commands and returns those never taken.
+    pub(crate) fn close(&self) -> Vec<Command> {
+        self.closed.store(true, Ordering::Release);
+        self.queue().drain(..).collect()
+    }
 }
 
 /// Why a command could not be handed to a connection.
@@ -76,27 +122,21 @@ impl Hub {
     /// Registers a connection of `gateway`; a previous connection of it is told to close.
     pub(crate) fn register(&self, gateway: &str, peer: SocketAddr) -> Registration {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let replaced = Arc::new(Notify::new());
+        let inbox = Arc::new(Inbox::default());
         let old = self.conns().insert(
             gateway.to_owned(),
             Conn {
                 id,
-                commands: tx,
-                replaced: replaced.clone(),
+                inbox: inbox.clone(),
                 peer,
             },
         );
         if let Some(old) = old {
             tracing::info!(gateway, old_peer = %old.peer, new_peer = %peer,
                 "gateway reconnected; closing its previous connection");
-            old.replaced.notify_one();
+            old.inbox.replaced.notify_one();
         }
-        Registration {
-            id,
-            commands: rx,
-            replaced,
-        }
+        Registration { id, inbox }
     }
 
     /// Removes the connection `id` of `gateway` (not a newer one that replaced it).
@@ -123,10 +163,7 @@ impl Hub {
     pub(crate) fn send(&self, gateway: &str, command: Command) -> Result<(), SendError> {
         let conns = self.conns();
         let conn = conns.get(gateway).ok_or(SendError::NotConnected)?;
-        conn.commands.try_send(command).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Busy,
-            mpsc::error::TrySendError::Closed(_) => SendError::NotConnected,
-        })
+        conn.inbox.push(command)
     }
 
     /// Subscribes to command results (subscribe before sending, so none is missed).

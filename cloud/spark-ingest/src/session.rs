@@ -151,11 +151,10 @@ pub(crate) async fn serve(
         let _ = s.stream.shutdown().await;
     })
     .await;
-    if let Some(mut reg) = registration {
+    if let Some(reg) = registration {
         s.shared.hub.unregister(&s.gateway, reg.id);
         // Commands queued for this connection never reached the gateway: say so.
-        reg.commands.close();
-        while let Ok(cmd) = reg.commands.try_recv() {
+        for cmd in reg.inbox.close() {
             match Box::pin(s.shared.store.command_undelivered(cmd.id, now())).await {
                 Ok(Some(record)) => s.shared.hub.publish(record),
                 Ok(None) => {}
@@ -275,7 +274,7 @@ impl Session {
         // database that is behind (restored from a backup, say) must not wait for it.
         self.next_seq = self.committed.max(hello.last_acked_seq).saturating_add(1);
         let reg = registration.insert(self.shared.hub.register(&self.gateway, self.peer));
-        let (commands, replaced) = (&mut reg.commands, reg.replaced.clone());
+        let inbox = reg.inbox.clone();
         info!(gateway = %self.gateway, peer = %self.peer, firmware = %hello.firmware_version,
             slot = record.booted_slot, version, last_committed_seq = self.committed,
             gateway_last_acked = hello.last_acked_seq, roster_version = start.roster_version,
@@ -324,8 +323,8 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown.recv() => return Err(End::Shutdown),
-                _ = replaced.notified() => return Err(End::Replaced),
-                Some(cmd) = commands.recv() => Box::pin(self.deliver(cmd)).await?,
+                _ = inbox.replaced.notified() => return Err(End::Replaced),
+                cmd = inbox.next() => Box::pin(self.deliver(cmd)).await?,
                 r = self.stream.read_buf(&mut self.buf) => match r {
                     Ok(0) if self.buf.is_empty() => return Err(End::Closed),
                     Ok(0) => return Err(End::bad(format!(
