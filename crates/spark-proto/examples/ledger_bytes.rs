@@ -72,6 +72,38 @@ fn main() {
         "{path}: {} readings, {roster_len} meters, {n_slots} intervals of {SECS} s",
         rows.len()
     );
+    // As spark-uplinkd cuts them: consecutive chunks of 2048 readings (one `Meters1.Fetch`),
+    // each starting at its first reading's schedule point, so intervals straddle batches.
+    {
+        let ordered: Vec<Sample> = slots.values().flatten().copied().collect();
+        let (mut bytes, mut batches) = (0, 0);
+        let mut gw = CodecContext::new(1, roster_len);
+        let mut cloud = CodecContext::new(1, roster_len);
+        let mut frame = Vec::new();
+        for chunk in ordered.chunks(2048) {
+            let first = chunk.iter().map(|s| s.timestamp).min().unwrap_or(0);
+            let chunk_start = start + (first - start + SECS / 2) / SECS * SECS;
+            batches += 1;
+            let batch = gw
+                .build_batch(batches as u64, chunk_start, SECS as u32, chunk)
+                .expect("chunk builds into a batch");
+            frame.clear();
+            encode(&Message::ReadingsBatch(batch), &mut frame).expect("batch encodes");
+            bytes += frame.len();
+            let Ok((Message::ReadingsBatch(back), _)) = decode(&frame) else {
+                panic!("batch {batches} does not decode")
+            };
+            let mut got = cloud.expand(&back).expect("batch expands");
+            let mut want = chunk.to_vec();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "chunk {batches} does not round-trip");
+        }
+        println!(
+            "2048-reading chunks (as spark-uplinkd cuts them): {batches} batches, {bytes} frame bytes = {:.3} B/reading",
+            bytes as f64 / rows.len() as f64
+        );
+    }
     for per_batch in [1u64, 4] {
         let (bytes, batches) = run(&slots, n_slots, per_batch, start, roster_len);
         println!(

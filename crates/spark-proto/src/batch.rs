@@ -36,6 +36,7 @@ const PRESENCE_BITMAP: u8 = 2;
 const PRESENCE_LIST: u8 = 3;
 const INTERVAL_FLAG_ABSOLUTE: u8 = 0x04;
 const INTERVAL_FLAG_SCALED: u8 = 0x08;
+const INTERVAL_FLAG_WINDOW: u8 = 0x10;
 /// Fixed-point unit of [`IntervalReadings::ratio`]: the ratio is `r / 1024`, so a u16 spans
 /// 0–64× in steps of 0.1 % (the noise of one household's 15-minute delta is ~10 %).
 pub const RATIO_ONE: u16 = 1024;
@@ -224,27 +225,7 @@ impl IntervalReadings {
             return Err("values + exceptions != present meters".into());
         }
 
-        // Presence: nothing for none; else the smallest of a list of the absent meters, a bitmap,
-        // and a list of the present ones (lists are gap-coded varints).
-        let n = self.present.len();
-        let bitmap_len = (roster_len as usize).div_ceil(8);
-        let mut absent_list = Vec::new();
-        let mut present_list = Vec::new();
-        let mode = if n == 0 {
-            PRESENCE_NONE
-        } else {
-            put_varint(&mut absent_list, (roster_len as usize - n) as u64);
-            put_gaps(&mut absent_list, Absent::new(&self.present, roster_len));
-            put_varint(&mut present_list, n as u64);
-            put_gaps(&mut present_list, self.present.iter().copied());
-            if absent_list.len() <= bitmap_len.min(present_list.len()) {
-                PRESENCE_ALL_EXCEPT
-            } else if bitmap_len <= present_list.len() {
-                PRESENCE_BITMAP
-            } else {
-                PRESENCE_LIST
-            }
-        };
+        let (mode, presence_bytes) = presence(&self.present, roster_len);
         let mut flags = mode;
         if self.absolute {
             flags |= INTERVAL_FLAG_ABSOLUTE;
@@ -256,18 +237,7 @@ impl IntervalReadings {
         if let Some(r) = self.ratio {
             out.extend_from_slice(&r.to_be_bytes());
         }
-        match mode {
-            PRESENCE_ALL_EXCEPT => out.extend_from_slice(&absent_list),
-            PRESENCE_LIST => out.extend_from_slice(&present_list),
-            PRESENCE_BITMAP => {
-                let start = out.len();
-                out.resize(start + bitmap_len, 0);
-                for &m in &self.present {
-                    out[start + m as usize / 8] |= 1 << (m % 8);
-                }
-            }
-            _ => {}
-        }
+        out.extend_from_slice(&presence_bytes);
 
         if !self.absolute {
             put_varint(out, self.exceptions.len() as u64);
@@ -330,7 +300,9 @@ impl IntervalReadings {
         budget: &mut usize,
     ) -> Result<IntervalReadings, DecodeError> {
         let flags = c.u8("interval flags")?;
-        if flags & !(0x03 | INTERVAL_FLAG_ABSOLUTE | INTERVAL_FLAG_SCALED) != 0 {
+        if flags & !(0x03 | INTERVAL_FLAG_ABSOLUTE | INTERVAL_FLAG_SCALED | INTERVAL_FLAG_WINDOW)
+            != 0
+        {
             return Err(c.invalid("interval flags", format!("unknown flag bits {flags:#04x}")));
         }
         let absolute = flags & INTERVAL_FLAG_ABSOLUTE != 0;
@@ -355,6 +327,14 @@ impl IntervalReadings {
             }
             *budget -= n;
             Ok(())
+        };
+        let presence_start = c.rest();
+        let (lo, roster_len_all, roster_len) = if flags & INTERVAL_FLAG_WINDOW != 0 {
+            let lo = c.varint_max("window start", u64::from(roster_len.saturating_sub(1)))? as u32;
+            let len = c.varint_max("window length", u64::from(roster_len - lo))? as u32;
+            (lo, roster_len, len)
+        } else {
+            (0, roster_len, roster_len)
         };
         match flags & 0x03 {
             PRESENCE_NONE => {}
@@ -402,6 +382,22 @@ impl IntervalReadings {
                     prev = Some(m);
                 }
             }
+        }
+
+        // Meters so far are window-relative. The presence section must be exactly what the
+        // encoder writes for these meters (mode and window are its choice, not data), so each
+        // interval has one encoding.
+        if lo > 0 {
+            present.iter_mut().for_each(|m| *m += lo);
+        }
+        let roster_len = roster_len_all;
+        let used = presence_start.len() - c.rest().len();
+        let (mode, bytes) = presence(&present, roster_len);
+        if mode != flags & (0x03 | INTERVAL_FLAG_WINDOW) || bytes[..] != presence_start[..used] {
+            return Err(c.invalid(
+                "presence",
+                "not the canonical (shortest) encoding of these meters",
+            ));
         }
 
         let mut exceptions = Vec::new();
@@ -510,6 +506,55 @@ fn rice_put(w: &mut BitWriter<'_>, v: u64, k: u32) {
         w.ones(RICE_ESCAPE as u32);
         w.put(u64::from(width - 1), 6);
         w.put(v, width);
+    }
+}
+
+/// The presence section for `present` (sorted, < `roster_len`): the flag bits (mode, window) and
+/// the bytes. Nothing for no meter; else the shortest of a list of the absent meters, a bitmap
+/// and a list of the present ones (lists are gap-coded varints), over the whole roster or over
+/// the window from the first to the last present meter (an interval a batch holds only part of:
+/// spark-uplinkd cuts batches by reading count, not by interval), whichever is shorter.
+fn presence(present: &[u32], roster_len: u32) -> (u8, Vec<u8>) {
+    let (Some(&lo), Some(&last)) = (present.first(), present.last()) else {
+        return (PRESENCE_NONE, Vec::new());
+    };
+    let whole = presence_in(present, 0, roster_len);
+    if lo == 0 && last + 1 == roster_len {
+        return whole;
+    }
+    let mut windowed = Vec::new();
+    put_varint(&mut windowed, u64::from(lo));
+    put_varint(&mut windowed, u64::from(last + 1 - lo));
+    let (mode, bytes) = presence_in(present, lo, last + 1 - lo);
+    windowed.extend_from_slice(&bytes);
+    if windowed.len() < whole.1.len() {
+        (mode | INTERVAL_FLAG_WINDOW, windowed)
+    } else {
+        whole
+    }
+}
+
+/// The shortest presence mode for `present` over meters `lo..lo + len`, indices relative to `lo`.
+fn presence_in(present: &[u32], lo: u32, len: u32) -> (u8, Vec<u8>) {
+    let n = present.len();
+    let rel: Vec<u32> = present.iter().map(|m| m - lo).collect();
+    let bitmap_len = (len as usize).div_ceil(8);
+    let mut absent_list = Vec::new();
+    put_varint(&mut absent_list, (len as usize - n) as u64);
+    put_gaps(&mut absent_list, Absent::new(&rel, len));
+    let mut present_list = Vec::new();
+    put_varint(&mut present_list, n as u64);
+    put_gaps(&mut present_list, rel.iter().copied());
+    if absent_list.len() <= bitmap_len.min(present_list.len()) {
+        (PRESENCE_ALL_EXCEPT, absent_list)
+    } else if bitmap_len <= present_list.len() {
+        let mut bitmap = vec![0u8; bitmap_len];
+        for &m in &rel {
+            bitmap[m as usize / 8] |= 1 << (m % 8);
+        }
+        (PRESENCE_BITMAP, bitmap)
+    } else {
+        (PRESENCE_LIST, present_list)
     }
 }
 

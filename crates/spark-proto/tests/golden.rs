@@ -90,6 +90,10 @@ fn samples() -> Vec<(&'static str, Message)> {
             "readings_batch_scaled",
             Message::ReadingsBatch(scaled_batch().0),
         ),
+        (
+            "readings_batch_window",
+            Message::ReadingsBatch(window_batch().0),
+        ),
         ("welcome", Message::Welcome(welcome)),
         ("roster", Message::Roster(roster)),
         ("readings_batch", Message::ReadingsBatch(batch)),
@@ -210,6 +214,49 @@ fn scaled_batch() -> (ReadingsBatch, Vec<Sample>) {
         .build_batch(44, t0, 900, &samples)
         .unwrap();
     (batch, samples)
+}
+
+/// A batch cut by reading count, as spark-uplinkd cuts them: the tail of one interval (meters
+/// 30–39 of 40), then the head of the next (meters 0–11). Both intervals send their presence as
+/// a window (first present meter, length) with "all but" inside it.
+fn window_batch() -> (ReadingsBatch, Vec<Sample>) {
+    let t0 = 1_767_571_200;
+    let mut samples = Vec::new();
+    for m in 30..40u32 {
+        samples.push(Sample {
+            meter: m,
+            timestamp: t0,
+            wh: 1_000 * u64::from(m),
+        });
+    }
+    for m in 0..12u32 {
+        samples.push(Sample {
+            meter: m,
+            timestamp: t0 + 900,
+            wh: 1_000 * u64::from(m) + 200,
+        });
+    }
+    let batch = CodecContext::new(5, 40)
+        .build_batch(45, t0, 900, &samples)
+        .unwrap();
+    (batch, samples)
+}
+
+#[test]
+fn golden_window_batch_expands() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let bytes = std::fs::read(dir.join("readings_batch_window.bin")).unwrap();
+    let (Message::ReadingsBatch(b), _) = decode(&bytes).unwrap() else {
+        panic!("not a batch")
+    };
+    // Interval flags: all-but (1) | absolute (0x04) | window (0x10), right after the 16-byte
+    // frame and batch header; the window starts at meter 30 and spans 10 meters, none absent.
+    assert_eq!(bytes[16..20], [0x15, 30, 10, 0], "{bytes:02x?}");
+    let mut got = CodecContext::new(5, 40).expand(&b).unwrap();
+    let mut want = window_batch().1;
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
 }
 
 /// The scaled vector uses what it is meant to show, and expands back to its samples.

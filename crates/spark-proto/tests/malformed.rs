@@ -237,12 +237,12 @@ fn malformed_table() {
         // Offsets: count, a byte of Rice parameters (gaps << 4 | offsets), then bits.
         (
             "batch zero time offset",
-            batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05]),
+            batch(&[0x02, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05]),
             invalid_field(T::ReadingsBatch, "time offset"),
         ),
         (
             "batch offset for absent meter",
-            batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x00, 0xc0, 0x00, 0x05]),
+            batch(&[0x02, 0x01, 0x00, 0x01, 0x00, 0xc0, 0x00, 0x05]),
             invalid_field(T::ReadingsBatch, "offset meter"),
         ),
         (
@@ -252,7 +252,7 @@ fn malformed_table() {
         ),
         (
             "batch offsets non-zero padding",
-            batch(&[0x03, 0x01, 0x00, 0x00, 0x01, 0x00, 0x61, 0x00, 0x05]),
+            batch(&[0x02, 0x01, 0x00, 0x01, 0x00, 0x61, 0x00, 0x05]),
             invalid_field(T::ReadingsBatch, "offsets"),
         ),
         (
@@ -261,13 +261,28 @@ fn malformed_table() {
             invalid_field(T::ReadingsBatch, "offsets"),
         ),
         (
+            "batch presence list where the bitmap is shorter",
+            batch(&[0x03, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00]),
+            invalid_field(T::ReadingsBatch, "presence"),
+        ),
+        (
+            "batch presence window that does not pay",
+            batch(&[0x11, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00]),
+            invalid_field(T::ReadingsBatch, "presence"),
+        ),
+        (
+            "batch presence window beyond the roster",
+            batch(&[0x11, 0x02, 0x07, 0x00]),
+            invalid_field(T::ReadingsBatch, "window length"),
+        ),
+        (
             "batch scaled keyframe",
             batch(&[0x0d, 0x04, 0x00, 0x00, 0x00, 0x00]),
             invalid_any(T::ReadingsBatch),
         ),
         (
             "batch unknown interval flag",
-            batch(&[0x11, 0x00, 0x00, 0x00, 0x00, 0x00]),
+            batch(&[0x21, 0x00, 0x00, 0x00, 0x00, 0x00]),
             invalid_any(T::ReadingsBatch),
         ),
         (
