@@ -94,14 +94,17 @@
 //! | flags | [ratio] | presence | [registers] | offsets     | values                    |
 //! +-------+---------+----------+-------------+-------------+---------------------------+
 //!  flags u8: bits 0–1 presence mode, bit 2 absolute (keyframe), bit 3 scaled (not with bit 2),
-//!            others zero
+//!            bit 4 window, others zero
 //!  ratio:    scaled only: u16 big-endian, r/1024 (RATIO_ONE = 1024 = 1.0)
-//!  presence, by mode:
+//!  presence: [window: first meter varint | length varint], then by mode, over the window's
+//!    meters (indices relative to its first) or, without bit 4, over the whole roster:
 //!    0 none      nothing (no meter reported)
 //!    1 all-but   count varint, then the ABSENT meters as gaps (usual: a few missed reads)
 //!    2 bitmap    ceil(roster_len/8) bytes, meter i = bit (i mod 8) of byte i/8; padding zero
 //!    3 list      count varint, then the PRESENT meters as gaps (few meters reported)
-//!    (gaps: first index, then index − previous − 1, varints; the encoder picks the shortest mode)
+//!    (gaps: first index, then index − previous − 1, varints. The encoder writes the shortest
+//!    mode, with the window from the first to the last present meter if that is shorter: a
+//!    batch cut by reading count holds the tail of one interval and the head of the next)
 //!  registers (exceptions): delta intervals only: count varint, then per entry (increasing meter,
 //!    a present meter): meter gap varint | absolute register varint
 //!  offsets: count varint; if count > 0: kg << 4 | ko u8, then per entry (increasing meter, a
@@ -127,10 +130,11 @@
 //! two bytes; it also picks `k` and the presence mode. `r = 1024` is plain second-order
 //! prediction (delta minus previous delta).
 //!
-//! Canonical form: varints are minimal, padding is zero, counts must match and flags have no
-//! unknown bits, so a [`ReadingsBatch`] value has exactly one byte encoding and the decoder
-//! accepts no other. The encoder's choices (scaled or not, `r`, `k`, presence mode) are part of
-//! that value: the same readings could be sent as several valid batches, and the decoder accepts
+//! Canonical form: varints are minimal, padding is zero, counts must match, flags have no
+//! unknown bits, and the decoder recomputes the presence section from the meters it found and
+//! refuses any other mode or window than the encoder's; so a [`ReadingsBatch`] value has exactly
+//! one byte encoding and the decoder accepts no other. The encoder's choices of scaled or not,
+//! `r` and `k` are part of that value: the same readings could be sent as several valid batches, and the decoder accepts
 //! each of them. Refusing all but the encoder's pick would need the codec context inside
 //! `decode` and would tie every receiver to one encoder heuristic; nothing depends on a
 //! canonical *readings → bytes* mapping (ingest deduplicates by sequence number, not bytes).
@@ -138,7 +142,8 @@
 //! Measured on a simulated day of 1000 meters × 96 intervals of the meter simulator
 //! (`examples/ledger_bytes.rs` on `spark-meter-sim --seed 7`, 5 % late reads, 1 % missed, ±10 %
 //! noise on shared load shapes): 0.984 frame bytes per reading sent one interval per batch,
-//! 0.971 hourly (1.375 and 1.361 with plain deltas and 5-byte late-read exceptions). On the
+//! 0.971 hourly (1.375 and 1.361 with plain deltas and 5-byte late-read exceptions), 1.011 in
+//! 2048-reading chunks as spark-uplinkd cuts batches (1.109 without the presence window). On the
 //! heavier-tailed day of `tests/bytes_per_reading.rs`: 1.150 and 1.136.
 //!
 //! # Codec context
