@@ -36,7 +36,9 @@
 //!                          | roster_version u32
 //! 0x02 Welcome        C→G  version u16 | server_time u64 | config_version u32 | roster_version u32
 //!                          | last_committed_seq u64
-//! 0x03 Roster         G→C  version varint | count varint (≤16384) | count × (len u8 ≤32, id bytes)
+//! 0x03 Roster         G→C  version varint | count varint (≤16384) | count × (shared u8 |
+//!                          suffix_len u8 | suffix bytes): each id ≤32 bytes, front-coded against
+//!                          the previous one (shared = the longest common prefix, checked)
 //! 0x04 ReadingsBatch  G→C  see below
 //! 0x05 Ack            C→G  seq u64                         (cumulative: everything ≤ seq committed)
 //! 0x06 Nack           C→G  seq u64 | code u16 | detail str(≤255)

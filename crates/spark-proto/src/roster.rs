@@ -33,6 +33,7 @@ impl Roster {
         }
         put_varint(out, u64::from(self.version));
         put_varint(out, self.meters.len() as u64);
+        let mut prev: &[u8] = &[];
         for id in &self.meters {
             if id.len() > MAX_METER_ID_LEN {
                 return Err(EncodeError::TooLong {
@@ -42,8 +43,13 @@ impl Roster {
                     max: MAX_METER_ID_LEN,
                 });
             }
-            out.push(id.len() as u8);
-            out.extend_from_slice(id);
+            // Front coding: ids of one installation share long prefixes ("MTR0007-000123"), so
+            // each id is the length of the prefix it shares with the previous one and the rest.
+            let shared = id.iter().zip(prev).take_while(|(a, b)| a == b).count();
+            out.push(shared as u8);
+            out.push((id.len() - shared) as u8);
+            out.extend_from_slice(&id[shared..]);
+            prev = id;
         }
         Ok(())
     }
@@ -52,21 +58,36 @@ impl Roster {
         let mut c = Cursor::new(payload, MessageType::Roster);
         let version = c.varint_max("version", u64::from(u32::MAX))? as u32;
         let count = c.varint_max("meter count", MAX_METERS as u64)? as usize;
-        // Each id takes at least its length byte: refuse a count the payload cannot hold before
+        // Each id takes at least two bytes: refuse a count the payload cannot hold before
         // reserving memory for it.
-        if count > c.rest().len() {
+        if count > c.rest().len() / 2 {
             return Err(c.truncated("meter ids"));
         }
-        let mut meters = Vec::with_capacity(count);
+        let mut meters: Vec<Vec<u8>> = Vec::with_capacity(count);
         for _ in 0..count {
-            let len = usize::from(c.u8("meter id length")?);
-            if len > MAX_METER_ID_LEN {
+            let prev: &[u8] = meters.last().map_or(&[], |p| p.as_slice());
+            let shared = usize::from(c.u8("meter id shared prefix")?);
+            let len = usize::from(c.u8("meter id suffix length")?);
+            if shared > prev.len() || shared + len > MAX_METER_ID_LEN {
                 return Err(c.invalid(
                     "meter id length",
-                    format!("{len} exceeds the maximum {MAX_METER_ID_LEN}"),
+                    format!(
+                        "prefix {shared} + suffix {len}: beyond the previous id or the maximum {MAX_METER_ID_LEN}"
+                    ),
                 ));
             }
-            meters.push(c.bytes(len, "meter id")?.to_vec());
+            let suffix = c.bytes(len, "meter id")?;
+            // Canonical: the shared prefix is the longest one.
+            if suffix
+                .first()
+                .is_some_and(|&b| prev.get(shared) == Some(&b))
+            {
+                return Err(c.invalid("meter id shared prefix", "not the longest shared prefix"));
+            }
+            let mut id = Vec::with_capacity(shared + len);
+            id.extend_from_slice(&prev[..shared]);
+            id.extend_from_slice(suffix);
+            meters.push(id);
         }
         c.finish()?;
         Ok(Roster { version, meters })

@@ -136,8 +136,18 @@ fn malformed_table() {
         ),
         (
             "roster id over cap",
-            frame(0x03, &[0x01, 0x01, 33]),
-            invalid_any(T::Roster),
+            frame(0x03, &[0x01, 0x01, 0, 33]),
+            invalid_field(T::Roster, "meter id length"),
+        ),
+        (
+            "roster shared prefix beyond the previous id",
+            frame(0x03, &[0x01, 0x01, 1, 1, b'a']),
+            invalid_field(T::Roster, "meter id length"),
+        ),
+        (
+            "roster shared prefix not the longest",
+            frame(0x03, &[0x01, 0x02, 0, 2, b'a', b'b', 1, 1, b'b']),
+            invalid_field(T::Roster, "meter id shared prefix"),
         ),
         (
             "roster count over cap",
