@@ -49,7 +49,9 @@ pub const METERS1_FETCH_MAX: u32 = 2048;
 ///
 /// `position` is the reading's place in meterd's buffer: strictly increasing, never reused, kept
 /// across restarts, so it works as a cursor.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type,
+)]
 pub struct MeterReading {
     /// Position in meterd's durable buffer (cursor value of this reading).
     pub position: u64,

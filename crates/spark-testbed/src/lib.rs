@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub use crate::bootloader::{BootEnv, Bootloader, Slot};
-pub use crate::bus::PrivateBus;
 use crate::bootloader::{write_backend, write_file};
+pub use crate::bus::PrivateBus;
 pub use crate::error::TestbedError;
 use crate::process::{POLL, describe, kill_and_reap, run, run_checked};
 pub use crate::status::{SlotStatus, SystemStatus};
