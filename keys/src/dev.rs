@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::ca::CertificateAuthority;
 use crate::files::{self, Output};
 use crate::key::{self, KeyAlgorithm};
-use crate::{KeysError, LeafProfile};
+use crate::{KeysError, LeafProfile, SERVER_VALIDITY};
 
 /// File names inside a dev PKI directory.
 pub mod layout {
@@ -43,6 +43,7 @@ pub mod layout {
     pub const SERVER_CERT: &str = "server.cert.pem";
     pub const SERVER_KEY: &str = "server.key.pem";
     pub const DEVICES_DIR: &str = "devices";
+    pub const SERVICES_DIR: &str = "services";
     pub const GITIGNORE: &str = ".gitignore";
 }
 
@@ -169,6 +170,16 @@ impl DevPki {
     }
     pub fn device_key(&self, serial: &str) -> PathBuf {
         self.devices_dir().join(format!("{serial}.key.pem"))
+    }
+    pub fn services_dir(&self) -> PathBuf {
+        self.path(layout::SERVICES_DIR)
+    }
+    /// Client certificate of a cloud service (CN = `name`) issued by [`issue_service`].
+    pub fn service_cert(&self, name: &str) -> PathBuf {
+        self.services_dir().join(format!("{name}.cert.pem"))
+    }
+    pub fn service_key(&self, name: &str) -> PathBuf {
+        self.services_dir().join(format!("{name}.key.pem"))
     }
 }
 
@@ -300,6 +311,34 @@ pub fn issue_device(
     let device_ca = CertificateAuthority::load(&pki.device_ca_cert(), &pki.device_ca_key())?;
     let issued = device_ca.issue(&LeafProfile::device(serial))?;
     files::create_dir(&pki.devices_dir())?;
+    issued.write(&cert, &key, force)?;
+    Ok((cert, key))
+}
+
+/// Issues a mutual-TLS client certificate for a cloud service (CN = `name`, e.g. `spark-ota`)
+/// from the dev PKI's **server** CA into `DIR/services/`. Cloud services call each other's
+/// internal APIs with it (spark-ota → spark-ingest's push channel); it comes from the server CA,
+/// not the device CA, so a gateway's certificate can never pass for a service.
+pub fn issue_service(
+    dir: &Path,
+    name: &str,
+    force: bool,
+) -> Result<(PathBuf, PathBuf), KeysError> {
+    validate_serial(name)?;
+    let pki = DevPki {
+        dir: dir.to_owned(),
+        intermediate: false,
+    };
+    let (cert, key) = (pki.service_cert(name), pki.service_key(name));
+    files::ensure_absent([cert.as_path(), key.as_path()], force)?;
+    let server_ca = CertificateAuthority::load(&pki.server_ca_cert(), &pki.server_ca_key())?;
+    // A client leaf like a device's (EKU clientAuth), with the server CA's validity rules.
+    let profile = LeafProfile {
+        not_after: time::OffsetDateTime::now_utc() + SERVER_VALIDITY,
+        ..LeafProfile::device(name)
+    };
+    let issued = server_ca.issue(&profile)?;
+    files::create_dir(&pki.services_dir())?;
     issued.write(&cert, &key, force)?;
     Ok((cert, key))
 }

@@ -6,7 +6,7 @@
 //! * a device CA issuing gateway client certificates (CN = serial) for mTLS;
 //! * a server CA and server certificate for the cloud endpoints.
 //!
-//! This crate generates a *development* PKI ([`init_dev`], [`issue_device`]) in a fixed layout
+//! This crate generates a *development* PKI ([`init_dev`], [`issue_device`], [`issue_service`]) in a fixed layout
 //! (see [`dev`]) and offers [`CertificateAuthority`] + [`LeafProfile`] so tests can issue
 //! certificates with deliberately wrong properties. Production keys live offline or in an HSM;
 //! `keys/README.md` says how they differ.
@@ -21,7 +21,7 @@ mod profile;
 pub use ca::{
     CertificateAuthority, DEV_ORGANIZATION, INTERMEDIATE_VALIDITY, IssuedCert, ROOT_VALIDITY,
 };
-pub use dev::{DevPki, DevPkiOptions, init_dev, issue_device, layout};
+pub use dev::{DevPki, DevPkiOptions, init_dev, issue_device, issue_service, layout};
 pub use error::{CertParseError, KeysError};
 pub use key::{KeyAlgorithm, ReleaseKeyPair, generate_release_key};
 pub use profile::{

@@ -56,6 +56,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Issue a client certificate (CN = NAME) for a cloud service from the dev PKI's server CA
+    /// into DIR/services/, e.g. `spark-ota` to call spark-ingest's internal API.
+    IssueService {
+        /// The service name, e.g. spark-ota or spark-api.
+        name: String,
+        /// The dev PKI directory made by `spark-keys init --dev DIR`.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Replace an existing certificate and key for this service.
+        #[arg(long)]
+        force: bool,
+    },
     /// Sign a release manifest for a RAUC bundle with the Ed25519 release key (offline; the
     /// OTA server only receives the signed file).
     SignRelease(release_cmd::SignReleaseArgs),
@@ -140,6 +152,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::IssueDevice { serial, dir, force } => {
             let (cert, key) = spark_keys::issue_device(&dir, &serial, force)?;
+            println!("{}", cert.display());
+            println!("{}", key.display());
+        }
+        Command::IssueService { name, dir, force } => {
+            let (cert, key) = spark_keys::issue_service(&dir, &name, force)?;
             println!("{}", cert.display());
             println!("{}", key.display());
         }

@@ -467,3 +467,52 @@ fn release_key_is_ed25519_and_public_matches() {
     );
     assert!(out.contains("Signature Verified Successfully"), "{out}");
 }
+
+#[test]
+fn service_cert_chains_to_server_ca_not_device_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = init_dev(tmp.path(), &DevPkiOptions::default()).unwrap();
+    let out = spark_keys(&["issue-service", "spark-ota", "--dir", p(tmp.path())]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let (cert, key) = (pki.service_cert("spark-ota"), pki.service_key("spark-ota"));
+    assert_eq!(cert, tmp.path().join("services/spark-ota.cert.pem"));
+    assert_eq!(mode(&key), 0o600);
+
+    let out = run_ok(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            p(&pki.server_ca_cert()),
+            "-purpose",
+            "sslclient",
+            p(&cert),
+        ],
+    );
+    assert!(out.contains(": OK"), "{out}");
+    // A service is not a gateway: the device CA does not vouch for it.
+    let out = run(
+        "openssl",
+        &["verify", "-CAfile", p(&pki.device_ca_cert()), p(&cert)],
+    );
+    assert!(!out.status.success());
+    let subject = run_ok(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            p(&cert),
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "RFC2253",
+        ],
+    );
+    assert_eq!(subject.trim(), "subject=CN=spark-ota");
+
+    // Refused again without --force; a name that would escape services/ is refused.
+    let out = spark_keys(&["issue-service", "spark-ota", "--dir", p(tmp.path())]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = spark_keys(&["issue-service", "../evil", "--dir", p(tmp.path())]);
+    assert_eq!(out.status.code(), Some(2));
+}
