@@ -220,8 +220,7 @@ mod tests {
             }
         }
 
-        /// Adding devices never moves a device to an earlier wave than its point alone
-        /// would... and late joiners are placed by point, independent of the fleet.
+        /// A late joiner's wave depends only on (rollout, device), never on the fleet.
         #[test]
         fn late_joiner_is_stable(id in "[a-z0-9-]{1,12}", dev in "[a-z0-9-]{1,12}") {
             let plan = Plan::weekly();

@@ -635,7 +635,8 @@ pub struct WaveCounts {
     pub updated_judged: u32,
     /// Of those, silent.
     pub silent: u32,
-    /// Reports needed for the sample: `min(min_sample, reachable)`.
+    /// Reports needed for the sample: `min(min_sample, size)` during the wave's first
+    /// `offline_after`, then `min(min_sample, reachable)`.
     pub sample_needed: u32,
 }
 
@@ -1100,7 +1101,18 @@ impl Rollout {
                 }
             }
         }
-        c.sample_needed = g.min_sample.min(c.reachable);
+        // Until the wave has been open for `offline_after`, devices that are online may simply
+        // not have checked in yet: the sample is then the full `min_sample` (or the whole wave
+        // if smaller). After that, whoever has not been heard from is offline and not waited for.
+        let settled = self.waves[k]
+            .stage
+            .opened_at()
+            .is_some_and(|t| now.duration_since(t) >= g.offline_after);
+        c.sample_needed = if settled {
+            g.min_sample.min(c.reachable)
+        } else {
+            g.min_sample.min(c.size)
+        };
         c
     }
 
