@@ -13,6 +13,7 @@ pub mod clock;
 mod error;
 pub mod plan;
 mod rollout;
+pub mod sim;
 pub mod target;
 pub mod window;
 

@@ -1006,10 +1006,10 @@ impl Rollout {
                 phase: self.phase.name(),
             }),
             Phase::Paused { .. } => {
-                for k in 0..self.waves.len() {
-                    let c = self.counts(k, now, telemetry);
-                    self.waves[k].acked_failed = self.waves[k].acked_failed.max(c.failed);
-                    self.waves[k].acked_silent = self.waves[k].acked_silent.max(c.silent);
+                let counts = self.wave_counts(now, telemetry);
+                for (w, c) in self.waves.iter_mut().zip(counts) {
+                    w.acked_failed = w.acked_failed.max(c.failed);
+                    w.acked_silent = w.acked_silent.max(c.silent);
                 }
                 self.phase = Phase::Running;
                 tracing::info!(rollout = %self.id, "rollout resumed");
@@ -1039,13 +1039,16 @@ impl Rollout {
             id: self.id.clone(),
             release_id: self.spec.release.release_id.clone(),
             phase: self.phase.clone(),
-            waves: (0..self.waves.len())
-                .map(|k| WaveStatus {
+            waves: self
+                .wave_counts(now, telemetry)
+                .into_iter()
+                .enumerate()
+                .map(|(k, counts)| WaveStatus {
                     index: k,
                     share_bp: self.spec.plan.waves()[k].share_bp,
                     planned_at: self.planned_at(k),
                     stage: self.waves[k].stage,
-                    counts: self.counts(k, now, telemetry),
+                    counts,
                 })
                 .collect(),
         }
@@ -1058,10 +1061,20 @@ impl Rollout {
         now: Timestamp,
         telemetry: Option<&dyn Telemetry>,
     ) -> WaveCounts {
+        self.wave_counts(now, telemetry).swap_remove(k)
+    }
+
+    /// Counts for every wave now, in one pass over the devices.
+    pub fn wave_counts(
+        &self,
+        now: Timestamp,
+        telemetry: Option<&dyn Telemetry>,
+    ) -> Vec<WaveCounts> {
         let g = &self.spec.gates;
         let online_since = now.saturating_sub(g.offline_after).unwrap_or(now);
-        let mut c = WaveCounts::default();
-        for (id, d) in self.devices.iter().filter(|(_, d)| d.wave == k) {
+        let mut all = vec![WaveCounts::default(); self.waves.len()];
+        for (id, d) in &self.devices {
+            let c = &mut all[d.wave];
             c.size += 1;
             let seen = telemetry.and_then(|t| t.last_seen(id));
             let online = d.last_check_in.is_some_and(|t| t >= online_since)
@@ -1072,15 +1085,15 @@ impl Rollout {
             if d.attempts > 0 {
                 c.offered += 1;
             }
-            match d.status {
-                DeviceStatus::Offered { .. } | DeviceStatus::Installing { .. } => {
-                    if d.in_flight(now, g.install_timeout) {
-                        c.in_progress += 1;
-                    } else {
-                        c.stalled += 1;
-                    }
+            if matches!(
+                d.status,
+                DeviceStatus::Offered { .. } | DeviceStatus::Installing { .. }
+            ) {
+                if d.in_flight(now, g.install_timeout) {
+                    c.in_progress += 1;
+                } else {
+                    c.stalled += 1;
                 }
-                _ => {}
             }
             match d.outcome {
                 Some(Outcome::Succeeded) => c.succeeded += 1,
@@ -1090,50 +1103,60 @@ impl Rollout {
             if d.penalty_until.is_some_and(|u| u > now) {
                 c.penalty_box += 1;
             }
-            if let (Some(tg), Some(_), DeviceStatus::Succeeded { at }) =
-                (&g.telemetry, telemetry, &d.status)
-                && now.duration_since(*at) >= tg.max_silence
+            if telemetry.is_some()
+                && let Some(silent) = self.telemetry_verdict(d, seen, now)
             {
                 c.updated_judged += 1;
-                let quiet_since = now.saturating_sub(tg.max_silence).unwrap_or(now);
-                if seen.is_none_or(|t| t < quiet_since) {
-                    c.silent += 1;
-                }
+                c.silent += u32::from(silent);
             }
         }
-        // Until the wave has been open for `offline_after`, devices that are online may simply
-        // not have checked in yet: the sample is then the full `min_sample` (or the whole wave
-        // if smaller). After that, whoever has not been heard from is offline and not waited for.
-        let settled = self.waves[k]
-            .stage
-            .opened_at()
-            .is_some_and(|t| now.duration_since(t) >= g.offline_after);
-        c.sample_needed = if settled {
-            g.min_sample.min(c.reachable)
-        } else {
-            g.min_sample.min(c.size)
-        };
-        c
+        for (k, c) in all.iter_mut().enumerate() {
+            // Until the wave has been open for `offline_after`, devices that are online may
+            // simply not have checked in yet: the sample is then the full `min_sample` (or the
+            // whole wave if smaller). After that, whoever has not been heard from is offline and
+            // is not waited for.
+            let settled = self.waves[k]
+                .stage
+                .opened_at()
+                .is_some_and(|t| now.duration_since(t) >= g.offline_after);
+            c.sample_needed = if settled {
+                g.min_sample.min(c.reachable)
+            } else {
+                g.min_sample.min(c.size)
+            };
+        }
+        all
     }
 
-    fn silent_examples(
+    /// The telemetry gate's view of one device: `None` when it is not judged now, else whether
+    /// it is silent. A device is judged from `max_silence` after its update until `max_silence +
+    /// soak` after it ("keeps reporting through the soak"); later outages are not blamed on the
+    /// update.
+    fn telemetry_verdict(
         &self,
-        k: usize,
+        d: &DeviceState,
+        seen: Option<Timestamp>,
         now: Timestamp,
-        telemetry: &dyn Telemetry,
-        tg: &TelemetryGate,
-    ) -> Vec<String> {
+    ) -> Option<bool> {
+        let tg = self.spec.gates.telemetry.as_ref()?;
+        let DeviceStatus::Succeeded { at } = d.status else {
+            return None;
+        };
+        let since_update = now.duration_since(at);
+        if since_update < tg.max_silence
+            || since_update > tg.max_silence.saturating_add(self.spec.gates.soak)
+        {
+            return None;
+        }
         let quiet_since = now.saturating_sub(tg.max_silence).unwrap_or(now);
+        Some(seen.is_none_or(|t| t < quiet_since))
+    }
+
+    fn silent_examples(&self, k: usize, now: Timestamp, telemetry: &dyn Telemetry) -> Vec<String> {
         self.devices
             .iter()
             .filter(|(_, d)| d.wave == k)
-            .filter(|(id, d)| match d.status {
-                DeviceStatus::Succeeded { at } => {
-                    now.duration_since(at) >= tg.max_silence
-                        && telemetry.last_seen(id).is_none_or(|t| t < quiet_since)
-                }
-                _ => false,
-            })
+            .filter(|(id, d)| self.telemetry_verdict(d, telemetry.last_seen(id), now) == Some(true))
             .map(|(id, _)| id.clone())
             .take(10)
             .collect()
@@ -1176,7 +1199,7 @@ impl Rollout {
                 updated: c.updated_judged,
                 max_silent_bp: tg.max_silent_bp,
                 max_silence: tg.max_silence,
-                examples: self.silent_examples(k, now, t, tg),
+                examples: self.silent_examples(k, now, t),
             });
         }
         None
@@ -1192,9 +1215,7 @@ impl Rollout {
         if matches!(self.phase, Phase::Aborted { .. }) {
             return events;
         }
-        let counts: Vec<WaveCounts> = (0..self.waves.len())
-            .map(|k| self.counts(k, now, telemetry))
-            .collect();
+        let counts = self.wave_counts(now, telemetry);
         // Gates: every opened wave, also after it passed (late failures still count).
         if !matches!(self.phase, Phase::Paused { .. }) {
             for (k, c) in counts.iter().enumerate() {

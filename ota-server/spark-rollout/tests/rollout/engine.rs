@@ -498,3 +498,24 @@ fn state_survives_a_json_round_trip() {
     }));
     assert!(r.devices().count() > 0);
 }
+
+#[test]
+fn telemetry_is_judged_through_the_soak_only() {
+    // Silence within max_silence of the update is not judged yet; silence long after the soak is
+    // an ordinary outage, not blamed on the update.
+    let f = fleet(4, "1.0.0");
+    let mut gates = plain_gates(5000, 1, hours(2));
+    gates.telemetry = telemetry_gate(hours(1), 1000);
+    let mut r = started(&f, gates);
+    offer(&mut r, &f[0], at(1));
+    succeed(&mut r, &f[0], at(10));
+    let quiet: HashMap<String, Timestamp> = HashMap::from([(f[0].id.clone(), at(10))]);
+    let judged = |r: &Rollout, m: i64| {
+        let c = r.counts(0, at(m), Some(&quiet));
+        (c.updated_judged, c.silent)
+    };
+    assert_eq!(judged(&r, 69), (0, 0));
+    assert_eq!(judged(&r, 71), (1, 1));
+    assert_eq!(judged(&r, 10 + 180), (1, 1));
+    assert_eq!(judged(&r, 10 + 181), (0, 0));
+}

@@ -1,18 +1,7 @@
 //! Fleet and release builders shared by the test modules.
 
-use std::collections::BTreeMap;
-
 use spark_rollout::jiff::{SignedDuration, Timestamp};
 use spark_rollout::{DeviceInfo, Gates, ReleaseTarget, TelemetryGate};
-
-/// Regions of the simulated fleet and their sites' time zones.
-pub const REGIONS: [(&str, &str); 5] = [
-    ("eu", "Europe/Berlin"),
-    ("us", "America/New_York"),
-    ("br", "America/Sao_Paulo"),
-    ("jp", "Asia/Tokyo"),
-    ("au", "Australia/Sydney"),
-];
 
 pub fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -36,24 +25,9 @@ pub fn release(version: &str) -> ReleaseTarget {
     }
 }
 
-/// `n` devices on version `version`, three hardware revisions, five regions, one site per 40.
+/// `n` devices on `version` (the simulator's fleet: three hardware revisions, five regions).
 pub fn fleet(n: usize, version: &str) -> Vec<DeviceInfo> {
-    (0..n)
-        .map(|i| {
-            let (region, tz) = REGIONS[(i / 3) % REGIONS.len()];
-            DeviceInfo {
-                id: format!("gw-{i:05}"),
-                compatible: "spark-bbb".into(),
-                hardware_rev: format!("rev-{}", ["a", "b", "c"][i % 3]),
-                tags: BTreeMap::from([
-                    ("region".to_string(), region.to_string()),
-                    ("site".to_string(), format!("{region}-site-{}", i / 40)),
-                ]),
-                version: Some(version.parse().unwrap()),
-                time_zone: Some(tz.to_string()),
-            }
-        })
-        .collect()
+    spark_rollout::sim::fleet(n, &version.parse().unwrap())
 }
 
 /// Gates for small unit tests: no telemetry gate unless asked.
