@@ -14,6 +14,12 @@ packages=(
   ca-certificates
   softhsm2        # PKCS#11 token for the device key in spark-tls and spark-uplinkd tests
   sqlite3         # the main job shows what spark-ingest stored
+  # meta-spark checks (meta-spark/tools/tests/layer.rs): the boot script in real U-Boot
+  qemu-system-arm u-boot-qemu   # qemu_arm U-Boot under qemu's virt machine
+  u-boot-tools                  # mkimage (boot.scr), mkenvimage
+  libubootenv-tool              # fw_printenv / fw_setenv, as RAUC's uboot backend uses them
+  mtools dosfstools fdisk       # FAT partition without loop mounts, sfdisk
+  python3-venv                  # the venv for kas and oelint-adv below
 )
 
 missing=()
@@ -31,4 +37,17 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ci/deps.sh: no Rust toolchain found. Install Rust 1.94 or newer with rustup (https://rustup.rs), then re-run." >&2
   exit 1
+fi
+
+# meta-spark checks: kas (its JSON schema validates the kas file) and oelint-adv, pinned, in a venv
+# at a fixed path so the tests find them (SPARK_YOCTO_TOOLS overrides it in the tests).
+SPARK_YOCTO_TOOLS=${SPARK_YOCTO_TOOLS:-/opt/spark-yocto-tools}
+yocto_tools_pins=(kas==5.5 oelint-adv==9.11.2 oelint-parser==8.13.2 oelint-data==1.5.26 jsonschema==4.26.0)
+if [ ! -x "$SPARK_YOCTO_TOOLS/bin/oelint-adv" ] || [ ! -x "$SPARK_YOCTO_TOOLS/bin/kas" ] \
+   || ! "$SPARK_YOCTO_TOOLS/bin/pip" freeze 2>/dev/null | grep -qix "oelint[-_]adv==9.11.2"; then
+  echo "ci/deps.sh: installing ${yocto_tools_pins[*]} into $SPARK_YOCTO_TOOLS" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo /usr/bin/python3 -m venv "$SPARK_YOCTO_TOOLS" 2>/dev/null || $sudo python3 -m venv "$SPARK_YOCTO_TOOLS"
+  $sudo "$SPARK_YOCTO_TOOLS/bin/pip" install -q "${yocto_tools_pins[@]}"
 fi
