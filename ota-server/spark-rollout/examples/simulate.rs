@@ -118,5 +118,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("devices that reported a failure: {}", report.failed_devices);
+    println!(
+        "persisted state: {} bytes of JSON",
+        serde_json::to_vec(&rollout)?.len()
+    );
     Ok(())
 }

@@ -150,3 +150,32 @@ pub enum ReportError {
         rollout: String,
     },
 }
+
+/// Stored rollout parts that do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StateError {
+    /// The header's wave states do not match its plan.
+    #[error(
+        "stored rollout {rollout} has {waves} wave states for a plan of {plan} waves; the stored header is corrupt"
+    )]
+    WaveCount {
+        /// Rollout id.
+        rollout: String,
+        /// Wave states stored.
+        waves: usize,
+        /// Waves in the plan.
+        plan: usize,
+    },
+    /// A device row names a wave the plan does not have.
+    #[error(
+        "stored rollout {rollout}: device {device} is in wave {wave}, which the plan does not have; the stored device row is corrupt"
+    )]
+    DeviceWave {
+        /// Rollout id.
+        rollout: String,
+        /// Device id.
+        device: String,
+        /// The wave stored.
+        wave: usize,
+    },
+}

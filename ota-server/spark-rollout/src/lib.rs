@@ -18,12 +18,12 @@ pub mod target;
 pub mod window;
 
 pub use clock::{Clock, CompressedClock, ManualClock, SystemClock};
-pub use error::{ControlError, CreateError, PlanError, ReportError, WindowError};
+pub use error::{ControlError, CreateError, PlanError, ReportError, StateError, WindowError};
 pub use plan::{Plan, Wave};
 pub use rollout::{
     Decision, DeviceState, DeviceStatus, Gates, Outcome, PauseCause, PauseReason, PenaltyPolicy,
-    Phase, Rollout, RolloutEvent, RolloutSpec, RolloutStatus, StatusReport, Telemetry,
-    TelemetryGate, WaitReason, WaveCounts, WaveStage, WaveState, WaveStatus,
+    Phase, Rollout, RolloutEvent, RolloutHeader, RolloutSpec, RolloutStatus, StatusReport,
+    Telemetry, TelemetryGate, WaitReason, WaveCounts, WaveStage, WaveState, WaveStatus,
 };
 pub use target::{DeviceInfo, Ineligible, ReleaseTarget, RolloutKind, TargetFilter};
 pub use window::{Day, MaintenanceWindow};

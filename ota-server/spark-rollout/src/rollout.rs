@@ -19,7 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::assign::{assign, stratum_key, wave_for_late_joiner};
-use crate::error::{ControlError, CreateError, ReportError};
+use crate::error::{ControlError, CreateError, ReportError, StateError};
 use crate::plan::{FULL, Plan};
 use crate::target::{
     DeviceInfo, Ineligible, ReleaseTarget, RolloutKind, TargetFilter, eligibility,
@@ -668,7 +668,28 @@ pub struct RolloutStatus {
     pub waves: Vec<WaveStatus>,
 }
 
-/// The persisted state of one rollout.
+/// The rollout without its devices: small (a few KB), changes at most once per call. With
+/// [`Rollout::header`], [`Rollout::device`] and [`Rollout::from_parts`] a server can persist a
+/// rollout as one header row plus one row per device, and after a call write only the header
+/// and the device the call was about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutHeader {
+    /// Rollout id.
+    pub id: String,
+    /// What was asked for.
+    pub spec: RolloutSpec,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// When offsets count from.
+    pub starts_at: Timestamp,
+    /// Phase.
+    pub phase: Phase,
+    /// Wave states, one per plan wave.
+    pub waves: Vec<WaveState>,
+}
+
+/// The persisted state of one rollout: the whole of it as one serde value (about 220 bytes of
+/// JSON per targeted device), or split with [`Rollout::header`] / [`Rollout::from_parts`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     id: String,
@@ -732,6 +753,52 @@ impl Rollout {
             phase: Phase::Running,
             waves,
             devices,
+        })
+    }
+
+    /// The rollout without its devices (for split persistence).
+    pub fn header(&self) -> RolloutHeader {
+        RolloutHeader {
+            id: self.id.clone(),
+            spec: self.spec.clone(),
+            created_at: self.created_at,
+            starts_at: self.starts_at,
+            phase: self.phase.clone(),
+            waves: self.waves.clone(),
+        }
+    }
+
+    /// Reassembles a rollout stored as a header and device rows.
+    pub fn from_parts(
+        header: RolloutHeader,
+        devices: impl IntoIterator<Item = (String, DeviceState)>,
+    ) -> Result<Rollout, StateError> {
+        if header.waves.len() != header.spec.plan.waves().len() {
+            return Err(StateError::WaveCount {
+                rollout: header.id,
+                waves: header.waves.len(),
+                plan: header.spec.plan.waves().len(),
+            });
+        }
+        let mut map = BTreeMap::new();
+        for (id, d) in devices {
+            if d.wave >= header.waves.len() {
+                return Err(StateError::DeviceWave {
+                    rollout: header.id,
+                    device: id,
+                    wave: d.wave,
+                });
+            }
+            map.insert(id, d);
+        }
+        Ok(Rollout {
+            id: header.id,
+            spec: header.spec,
+            created_at: header.created_at,
+            starts_at: header.starts_at,
+            phase: header.phase,
+            waves: header.waves,
+            devices: map,
         })
     }
 

@@ -478,6 +478,25 @@ fn state_survives_a_json_round_trip() {
     let json = serde_json::to_string(&r).unwrap();
     let back: Rollout = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
+    // Split persistence: a header row plus one row per device.
+    let header = serde_json::to_string(&r.header()).unwrap();
+    let rows: Vec<(String, String)> = r
+        .devices()
+        .map(|(id, d)| (id.to_string(), serde_json::to_string(d).unwrap()))
+        .collect();
+    let back = Rollout::from_parts(
+        serde_json::from_str(&header).unwrap(),
+        rows.iter()
+            .map(|(id, d)| (id.clone(), serde_json::from_str(d).unwrap())),
+    )
+    .unwrap();
+    assert_eq!(back, r);
+    let mut bad = r.device(&f[0].id).unwrap().clone();
+    bad.wave = 7;
+    assert!(matches!(
+        Rollout::from_parts(r.header(), [(f[0].id.clone(), bad)]),
+        Err(spark_rollout::StateError::DeviceWave { wave: 7, .. })
+    ));
     // A spec written by hand (what the admin API accepts).
     let spec: RolloutSpec = serde_json::from_str(
         r#"{
