@@ -885,11 +885,22 @@ impl Rollout {
             }
             return wait(WaitReason::Updated);
         }
-        if let DeviceStatus::Succeeded { .. } = state.status {
-            // Reported success but checks in with another version: it fell back to the old
-            // slot after the report. Count it as a failure and let the penalty rules apply.
+        // Reported success, but checks in on the side of the release it came from: it fell back
+        // to the old slot after the report. Count it as a failure (penalty rules apply). An
+        // unknown version, or one beyond the release (a later rollout), is not a fallback.
+        let fell_back = device
+            .version
+            .as_ref()
+            .is_some_and(|v| match self.spec.kind {
+                RolloutKind::Forward => *v < release.version,
+                RolloutKind::Rollback => *v > release.version,
+            });
+        if fell_back && matches!(state.status, DeviceStatus::Succeeded { .. }) {
             let code = "reverted_after_success".to_string();
             record_failure(state, &self.spec.penalty, now, code);
+        }
+        if let DeviceStatus::Succeeded { .. } = state.status {
+            return wait(WaitReason::Updated);
         }
         if matches!(self.phase, Phase::Aborted { .. }) {
             return wait(WaitReason::Aborted);

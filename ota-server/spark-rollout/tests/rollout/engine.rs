@@ -457,6 +457,22 @@ fn late_joiners_and_implicit_success() {
         r.device(&d.id).unwrap().status,
         DeviceStatus::Succeeded { .. }
     ));
+    // Unknown or later versions are not a fallback; the old version after a success is.
+    let mut unknown = d.clone();
+    unknown.version = None;
+    let _ = r.check_in(&unknown, at(41));
+    let mut later = d.clone();
+    later.version = Some("1.2.0".parse().unwrap());
+    let _ = r.check_in(&later, at(41));
+    assert!(matches!(
+        r.device(&d.id).unwrap().status,
+        DeviceStatus::Succeeded { .. }
+    ));
+    let _ = r.check_in(d, at(42));
+    match &r.device(&d.id).unwrap().status {
+        DeviceStatus::Failed { code, .. } => assert_eq!(code, "reverted_after_success"),
+        other => panic!("{other:?}"),
+    }
     // Reports from devices never offered are refused.
     assert!(matches!(
         r.report(&f[5].id, StatusReport::Succeeded, at(41)),
