@@ -875,9 +875,13 @@ impl Rollout {
         };
         state.last_check_in = Some(now);
         if device.version.as_ref() == Some(&release.version) {
+            // Runs the release after an offer: updated, even if the agent's success report was
+            // lost or it reported a failure it recovered from.
             if matches!(
                 state.status,
-                DeviceStatus::Offered { .. } | DeviceStatus::Installing { .. }
+                DeviceStatus::Offered { .. }
+                    | DeviceStatus::Installing { .. }
+                    | DeviceStatus::Failed { .. }
             ) {
                 state.status = DeviceStatus::Succeeded { at: now };
                 state.outcome = Some(Outcome::Succeeded);
