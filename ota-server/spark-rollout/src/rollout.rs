@@ -445,6 +445,13 @@ pub enum DeviceStatus {
         /// The agent's reason code.
         code: String,
     },
+    /// The last attempt stopped for a reason that is not the release's fault.
+    Interrupted {
+        /// When.
+        at: Timestamp,
+        /// The agent's reason code.
+        code: String,
+    },
 }
 
 /// A device's final outcome, kept while a retry is in flight so gates do not forget failures.
@@ -489,8 +496,17 @@ pub enum StatusReport {
     },
     /// Installed and healthy.
     Succeeded,
-    /// Failed, with the agent's reason code.
+    /// The release failed on the device: refused, digest mismatch, install failed, health
+    /// check failed, rolled back. Counts against the failure gate and toward the penalty box.
     Failed {
+        /// Reason code.
+        code: String,
+    },
+    /// The attempt stopped for a reason that says nothing about the release: download failed
+    /// (flaky cellular link), no space, a local error. Not counted by the failure gate (it
+    /// judges the release), but counted toward the penalty box (which judges the device), and
+    /// retried after `retry_after`.
+    Interrupted {
         /// Reason code.
         code: String,
     },
@@ -882,6 +898,7 @@ impl Rollout {
                 DeviceStatus::Offered { .. }
                     | DeviceStatus::Installing { .. }
                     | DeviceStatus::Failed { .. }
+                    | DeviceStatus::Interrupted { .. }
             ) {
                 state.status = DeviceStatus::Succeeded { at: now };
                 state.outcome = Some(Outcome::Succeeded);
@@ -901,7 +918,7 @@ impl Rollout {
             });
         if fell_back && matches!(state.status, DeviceStatus::Succeeded { .. }) {
             let code = "reverted_after_success".to_string();
-            record_failure(state, &self.spec.penalty, now, code);
+            record_failure(state, &self.spec.penalty, now, code, true);
         }
         if let DeviceStatus::Succeeded { .. } = state.status {
             return wait(WaitReason::Updated);
@@ -949,7 +966,8 @@ impl Rollout {
         {
             return wait(WaitReason::PenaltyBox { until });
         }
-        if let DeviceStatus::Failed { at, .. } = state.status {
+        if let DeviceStatus::Failed { at, .. } | DeviceStatus::Interrupted { at, .. } = state.status
+        {
             let retry_at = at
                 .saturating_add(self.spec.penalty.retry_after)
                 .unwrap_or(at);
@@ -1010,7 +1028,9 @@ impl Rollout {
             DeviceStatus::Installing { offered_at, .. } => offered_at,
             DeviceStatus::Waiting => return Err(not_offered()),
             // A late or repeated final report: apply it, dated now.
-            DeviceStatus::Succeeded { at } | DeviceStatus::Failed { at, .. } => at,
+            DeviceStatus::Succeeded { at }
+            | DeviceStatus::Failed { at, .. }
+            | DeviceStatus::Interrupted { at, .. } => at,
         };
         match report {
             StatusReport::Progress { stage } => {
@@ -1028,7 +1048,11 @@ impl Rollout {
             }
             StatusReport::Failed { code } => {
                 tracing::info!(rollout = %self.id, device, code = %code, "update failed");
-                record_failure(state, &self.spec.penalty, now, code);
+                record_failure(state, &self.spec.penalty, now, code, true);
+            }
+            StatusReport::Interrupted { code } => {
+                tracing::info!(rollout = %self.id, device, code = %code, "update interrupted");
+                record_failure(state, &self.spec.penalty, now, code, false);
             }
         }
         Ok(self.evaluate(now, None, false))
@@ -1413,9 +1437,21 @@ impl DeviceState {
     }
 }
 
-fn record_failure(state: &mut DeviceState, penalty: &PenaltyPolicy, now: Timestamp, code: String) {
-    state.status = DeviceStatus::Failed { at: now, code };
-    state.outcome = Some(Outcome::Failed);
+/// A failed (`release_fault`) or interrupted attempt: both count toward the penalty box; only a
+/// failure is the release's outcome on this device.
+fn record_failure(
+    state: &mut DeviceState,
+    penalty: &PenaltyPolicy,
+    now: Timestamp,
+    code: String,
+    release_fault: bool,
+) {
+    if release_fault {
+        state.status = DeviceStatus::Failed { at: now, code };
+        state.outcome = Some(Outcome::Failed);
+    } else {
+        state.status = DeviceStatus::Interrupted { at: now, code };
+    }
     state.failures_in_row += 1;
     if state.failures_in_row >= penalty.max_failures.max(1) {
         state.penalty_until = Some(now.saturating_add(penalty.duration).unwrap_or(now));

@@ -554,3 +554,30 @@ fn telemetry_is_judged_through_the_soak_only() {
     assert_eq!(judged(&r, 10 + 180), (1, 1));
     assert_eq!(judged(&r, 10 + 181), (0, 0));
 }
+
+#[test]
+fn interruptions_feed_the_penalty_box_not_the_gate() {
+    let f = fleet(10, "1.0.0");
+    let mut spec = one_wave(plain_gates(1000, 1, hours(1)));
+    spec.penalty = PenaltyPolicy {
+        retry_after: mins(30),
+        max_failures: 2,
+        duration: hours(6),
+    };
+    let mut r = Rollout::create("int", spec, &f, at(0)).unwrap();
+    r.advance(at(0), None);
+    let d = &f[0];
+    offer(&mut r, d, at(1));
+    let interrupted = StatusReport::Interrupted {
+        code: "download_failed".into(),
+    };
+    r.report(&d.id, interrupted.clone(), at(2)).unwrap();
+    // Not a failure of the release: 1 of 1 would be 100 % over a 10 % gate.
+    assert_eq!(r.phase(), &Phase::Running);
+    assert_eq!(r.counts(0, at(2), None).failed, 0);
+    assert_eq!(wait_code(&mut r, d, at(20)), "retry_later");
+    offer(&mut r, d, at(32));
+    r.report(&d.id, interrupted, at(33)).unwrap();
+    assert_eq!(wait_code(&mut r, d, at(100)), "penalty_box");
+    assert_eq!(r.phase(), &Phase::Running);
+}
