@@ -85,3 +85,35 @@ impl Clock for CompressedClock {
         self.origin.saturating_add(scaled).unwrap_or(self.origin)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressed_clock_runs_faster() {
+        let origin: Timestamp = "2026-11-30T00:00:00Z".parse().unwrap();
+        let c = CompressedClock::new(origin, 3600);
+        let real = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let simulated = c.now().duration_since(origin);
+        let upper = real.elapsed().as_secs_f64() * 3600.0;
+        // 20 ms real ≥ 72 s simulated, and never more than elapsed real time × factor.
+        assert!(simulated >= SignedDuration::from_secs(72), "{simulated:#}");
+        assert!(
+            simulated.as_secs_f64() <= upper + 1.0,
+            "{simulated:#} > {upper}"
+        );
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let origin: Timestamp = "2026-11-30T00:00:00Z".parse().unwrap();
+        let c = ManualClock::new(origin);
+        assert_eq!(c.now(), origin);
+        c.advance(SignedDuration::from_hours(36));
+        assert_eq!(c.now(), "2026-12-01T12:00:00Z".parse().unwrap());
+        c.set(origin);
+        assert_eq!(c.now(), origin);
+    }
+}

@@ -100,6 +100,12 @@ pub struct SimFleet {
     start: Timestamp,
     devices: Vec<SimDevice>,
     index: HashMap<String, usize>,
+    /// The next simulated minute to run (runs continue where the last one stopped).
+    next_minute: i64,
+    /// Installs finishing at a minute.
+    completions: BTreeMap<i64, Vec<usize>>,
+    /// Devices that reported a failure so far.
+    failed: BTreeSet<usize>,
 }
 
 /// What a run observed.
@@ -176,6 +182,9 @@ impl SimFleet {
             start,
             devices,
             index,
+            next_minute: 0,
+            completions: BTreeMap::new(),
+            failed: BTreeSet::new(),
         }
     }
 
@@ -204,8 +213,10 @@ impl SimFleet {
         self.devices.iter().filter(|d| !d.offline && !d.vanishes)
     }
 
-    /// Runs `minutes` simulated minutes from the fleet's start, calling `on_event` with every
-    /// engine event; stops at the first pause if `stop_on_pause`.
+    /// Runs `minutes` more simulated minutes (from the fleet's start, or where the last run
+    /// stopped), calling `on_event` with every engine event; stops at the first pause if
+    /// `stop_on_pause`. Between runs the caller may store and reload the rollout, as the server
+    /// does between requests. The report covers this run; `failed_devices` counts from the start.
     pub fn run(
         &mut self,
         rollout: &mut Rollout,
@@ -214,8 +225,8 @@ impl SimFleet {
         mut on_event: impl FnMut(&RolloutEvent),
     ) -> SimReport {
         let mut out = SimReport::default();
-        let mut completions: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-        let mut failed: BTreeSet<usize> = BTreeSet::new();
+        let mut completions = std::mem::take(&mut self.completions);
+        let mut failed = std::mem::take(&mut self.failed);
         let windows = rollout.spec().windows.clone();
         let target = rollout.spec().release.version.clone();
         let mut note = |events: Vec<RolloutEvent>, out: &mut SimReport, failed: usize, now| {
@@ -228,7 +239,9 @@ impl SimFleet {
                 out.events.push(e);
             }
         };
-        for m in 0..=minutes {
+        let first = self.next_minute;
+        for m in first..first + minutes {
+            self.next_minute = m + 1;
             let Ok(now) = self.start.checked_add(SignedDuration::from_mins(m)) else {
                 break;
             };
@@ -293,6 +306,8 @@ impl SimFleet {
             }
         }
         out.failed_devices = failed.len();
+        self.completions = completions;
+        self.failed = failed;
         out
     }
 }
