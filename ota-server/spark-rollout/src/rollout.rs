@@ -731,6 +731,17 @@ impl Rollout {
             return Err(CreateError::EmptyId);
         }
         spec.gates.validate()?;
+        if spec.concurrency_cap == Some(0) {
+            return Err(CreateError::Gates {
+                why: "concurrency_cap 0 would never offer anything; give at least 1, or none for no cap"
+                    .into(),
+            });
+        }
+        if spec.penalty.retry_after.is_negative() || spec.penalty.duration.is_negative() {
+            return Err(CreateError::Gates {
+                why: "penalty durations must not be negative".into(),
+            });
+        }
         for w in &spec.windows {
             w.validate()?;
         }

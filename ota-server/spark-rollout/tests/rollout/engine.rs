@@ -245,6 +245,17 @@ fn gates_that_contradict_are_refused() {
     assert!(matches!(err, CreateError::Gates { .. }), "{err}");
     let err = Rollout::create("x", one_wave(plain_gates(10_001, 5, hours(1))), &[], at(0));
     assert!(matches!(err, Err(CreateError::Gates { .. })));
+    let mut spec = one_wave(plain_gates(500, 5, hours(1)));
+    spec.concurrency_cap = Some(0);
+    let err = Rollout::create("x", spec, &[], at(0)).unwrap_err();
+    assert!(err.to_string().contains("concurrency_cap"), "{err}");
+    let mut spec = one_wave(plain_gates(500, 5, hours(1)));
+    spec.penalty.duration = -hours(1);
+    assert!(Rollout::create("x", spec, &[], at(0)).is_err());
+    assert_eq!(
+        Rollout::create("", one_wave(plain_gates(500, 5, hours(1))), &[], at(0)).unwrap_err(),
+        CreateError::EmptyId
+    );
 }
 
 #[test]
