@@ -14,6 +14,7 @@ packages=(
   ca-certificates
   softhsm2        # PKCS#11 token for the device key in spark-tls and spark-uplinkd tests
   sqlite3         # the main job shows what spark-ingest stored
+  python3 python3-venv  # spark-api tests: schemathesis in a venv (below)
   # meta-spark checks (meta-spark/tools/tests/layer.rs): the boot script in real U-Boot
   qemu-system-arm u-boot-qemu   # qemu_arm U-Boot under qemu's virt machine
   u-boot-tools                  # mkimage (boot.scr), mkenvimage
@@ -50,4 +51,15 @@ if [ ! -x "$SPARK_YOCTO_TOOLS/bin/oelint-adv" ] || [ ! -x "$SPARK_YOCTO_TOOLS/bi
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo /usr/bin/python3 -m venv "$SPARK_YOCTO_TOOLS" 2>/dev/null || $sudo python3 -m venv "$SPARK_YOCTO_TOOLS"
   $sudo "$SPARK_YOCTO_TOOLS/bin/pip" install -q "${yocto_tools_pins[@]}"
+fi
+
+# spark-api's tests run schemathesis (PyPI) against its OpenAPI document: a pinned version in a
+# venv of its own (tests look for it there, or at $SPARK_SCHEMATHESIS).
+SCHEMATHESIS_VERSION=3.39.16
+venv="${SPARK_VENV:-$HOME/.cache/spark/venv}"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  command -v python3 >/dev/null || { echo "ci/deps.sh: python3 is needed for schemathesis (apt-get install python3 python3-venv)" >&2; exit 1; }
+  echo "ci/deps.sh: installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi

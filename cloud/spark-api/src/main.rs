@@ -1,0 +1,170 @@
+//! `spark-api`: serves the API (`spark-api serve`) or manages its bearer tokens
+//! (`spark-api token create|list|revoke`). The library does the work.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Spark's HTTP API for internal systems (mutual TLS + scoped bearer tokens).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Config file (TOML).
+    #[arg(long, global = true, default_value = "/etc/spark/api.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the API (the default).
+    Serve,
+    /// Manage bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Create a token and print it once (only its hash is kept).
+    Create {
+        /// A name for the system that will use it (e.g. billing).
+        name: String,
+        /// read (every GET) and/or command (POST commands); repeat for both.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List tokens (names, scopes, dates; never the tokens).
+    List,
+    /// Revoke a token by name; requests with it get 401 from then on.
+    Revoke { name: String },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match spark_api::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let result = runtime.block_on(async {
+        match args.command.unwrap_or(Cmd::Serve) {
+            Cmd::Serve => serve(config).await,
+            Cmd::Token(cmd) => token(config, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.as_ref()),
+    }
+}
+
+async fn serve(config: spark_api::Config) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(period) = watchdog_period() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+    spark_api::run(config, shutdown(), || {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    })
+    .await?;
+    Ok(())
+}
+
+async fn token(config: spark_api::Config, cmd: TokenCmd) -> Result<(), Box<dyn std::error::Error>> {
+    let tokens = spark_api::open_tokens(&config).await?;
+    match cmd {
+        TokenCmd::Create { name, scopes } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<Vec<spark_api::Scope>, _>>()?;
+            let (info, token) = tokens.create(&name, &scopes).await?;
+            let scopes: Vec<_> = info.scopes.iter().map(|s| s.as_str()).collect();
+            eprintln!(
+                "token {:?} created with scopes {}; it is shown once, store it now:",
+                info.name,
+                scopes.join(", ")
+            );
+            println!("{token}");
+        }
+        TokenCmd::List => {
+            println!(
+                "{:<4} {:<24} {:<14} {:<12} revoked_at",
+                "id", "name", "scopes", "created_at"
+            );
+            for t in tokens.list().await? {
+                let scopes: Vec<_> = t.scopes.iter().map(|s| s.as_str()).collect();
+                println!(
+                    "{:<4} {:<24} {:<14} {:<12} {}",
+                    t.id,
+                    t.name,
+                    scopes.join(","),
+                    t.created_at,
+                    t.revoked_at
+                        .map_or_else(|| "-".to_owned(), |r| r.to_string())
+                );
+            }
+        }
+        TokenCmd::Revoke { name } => {
+            tokens.revoke(&name).await?;
+            eprintln!("token {name:?} revoked");
+        }
+    }
+    tokens.close().await;
+    Ok(())
+}
+
+/// Half the systemd watchdog timeout, if the unit has one.
+fn watchdog_period() -> Option<std::time::Duration> {
+    let mut usec = 0;
+    sd_notify::watchdog_enabled(false, &mut usec)
+        .then(|| std::time::Duration::from_micros(usec / 2))
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Prints the error with its whole chain of causes.
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    let mut text = format!("spark-api: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    eprintln!("{text}");
+    ExitCode::FAILURE
+}
