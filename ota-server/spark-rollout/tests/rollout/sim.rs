@@ -233,3 +233,26 @@ fn silent_units_pause_the_rollout() {
     assert_eq!(r.waves()[1].stage, WaveStage::Pending);
     eprintln!("telemetry gate: {reason}");
 }
+
+/// The `fast` preset (10 % now, 50 % after 2 h, 100 % after 6 h) with its gates also keeps its
+/// schedule on the same fleet.
+#[test]
+fn fast_plan_keeps_its_schedule() {
+    let mut sim = fleet_of(Behaviour {
+        offline_pct: 10,
+        ..Behaviour::default()
+    });
+    let mut r = Rollout::create(
+        "fast-1",
+        RolloutSpec::fast(release("1.1.0")),
+        &sim.infos(),
+        sim.clock().now(),
+    )
+    .unwrap();
+    run(&mut sim, &mut r, 12 * 60, false);
+    for k in 0..3 {
+        assert_eq!(opened_at(&r, k), Some(r.planned_at(k)), "wave {k}");
+    }
+    assert!(matches!(r.phase(), Phase::Done { .. }), "{:?}", r.phase());
+    assert!(sim.reachable().all(|d| d.updated_at.is_some()));
+}
