@@ -1,0 +1,355 @@
+//! The meta-spark checks CI runs (no Yocto build fits on a CI box, so each part is proven by the
+//! real tool that judges it):
+//! - `workspace`: the crates list matches Cargo.lock; every daemon has a recipe, a hardened unit
+//!   and a least-privilege D-Bus policy (and a new daemon without them is caught);
+//! - `oelint`: oelint-adv is clean over every recipe with the committed `meta-spark/.oelint.cfg`;
+//! - `kas`: `kas/spark-bbb.yml` validates against the JSON schema shipped in the kas package, and
+//!   its repositories are pinned;
+//! - `uboot`: the A/B boot script runs in real U-Boot (Debian's u-boot-qemu under
+//!   qemu-system-arm) on a disk image whose FAT partition holds boot.scr and uboot.env; boot by
+//!   boot, the slot and counters (read with fw_printenv) are compared with spark-testbed's
+//!   simulated U-Boot driven by the real `rauc service`.
+//!
+//! Tools come from `ci/deps.sh`: Debian packages, and kas + oelint-adv in a venv at
+//! `/opt/spark-yocto-tools` (`SPARK_YOCTO_TOOLS` overrides it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+fn meta_spark() -> PathBuf {
+    repo_root().join("meta-spark")
+}
+
+/// A program of the Python venv that `ci/deps.sh` sets up.
+fn venv_tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SPARK_YOCTO_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/spark-yocto-tools"));
+    let path = dir.join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run ci/deps.sh (it installs kas and oelint-adv into {})",
+        path.display(),
+        dir.display()
+    );
+    path
+}
+
+/// Runs a command to completion, panicking with its output when it cannot start.
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}; run ci/deps.sh"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+mod workspace {
+    use std::fs;
+
+    use super::*;
+
+    #[test]
+    fn crates_inc_matches_cargo_lock() {
+        let root = repo_root();
+        let expected = spark_layer::expected_crates_inc(&root).unwrap();
+        let current = fs::read_to_string(root.join(spark_layer::CRATES_INC)).unwrap();
+        assert!(
+            current == expected,
+            "{} is stale: run `cargo run -p spark-layer -- crates --write` and commit it",
+            spark_layer::CRATES_INC
+        );
+        // Every crates.io package of the lock file is fetched, with its checksum.
+        let lock = fs::read_to_string(root.join("Cargo.lock")).unwrap();
+        let registry_packages = lock
+            .matches("source = \"registry+https://github.com/rust-lang/crates.io-index\"")
+            .count();
+        assert_eq!(
+            current.matches("crate://crates.io/").count(),
+            registry_packages
+        );
+        assert_eq!(
+            current.matches(".sha256sum] = \"").count(),
+            registry_packages
+        );
+    }
+
+    #[test]
+    fn every_daemon_has_a_recipe_a_hardened_unit_and_a_policy() {
+        let root = repo_root();
+        let daemons = spark_layer::workspace_daemons(&root).unwrap();
+        let names: Vec<_> = daemons.iter().map(|d| d.name.as_str()).collect();
+        for expected in ["spark-meterd", "spark-uplinkd", "spark-updated"] {
+            assert!(
+                names.contains(&expected),
+                "{expected} not found in {names:?}"
+            );
+        }
+        assert!(!names.contains(&"rauc-client"), "a library is not a daemon");
+        let problems = spark_layer::check_layer(&root).unwrap();
+        assert!(
+            problems.is_empty(),
+            "layer problems:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    /// The check is driven by the workspace: a daemon that lands without packaging (as
+    /// `spark-webui` will) fails it, and a unit that loses its hardening does too.
+    #[test]
+    fn a_new_daemon_without_packaging_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |rel: &str, text: &str| {
+            let path = root.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"daemons/rauc-client\", \"daemons/spark-meterd\", \"daemons/spark-webui\"]\n",
+        );
+        write("Cargo.lock", "version = 4\n");
+        write(
+            "daemons/rauc-client/Cargo.toml",
+            "[package]\nname = \"rauc-client\"\n",
+        );
+        write("daemons/rauc-client/src/lib.rs", "");
+        write(
+            "daemons/spark-webui/Cargo.toml",
+            "[package]\nname = \"spark-webui\"\n",
+        );
+        write("daemons/spark-webui/src/main.rs", "fn main() {}");
+        // meterd is packaged, but its unit may run as root and write anywhere.
+        write(
+            "daemons/spark-meterd/Cargo.toml",
+            "[package]\nname = \"spark-meterd\"\n[[bin]]\nname = \"spark-meterd\"\n",
+        );
+        let real_unit =
+            fs::read_to_string(repo_root().join("daemons/spark-meterd/spark-meterd.service"))
+                .unwrap();
+        write(
+            "daemons/spark-meterd/spark-meterd.service",
+            &real_unit
+                .replace("ProtectSystem=strict", "ProtectSystem=full")
+                .replace(
+                    "ReadWritePaths=/data/spark-meterd",
+                    "ReadWritePaths=/var/lib",
+                ),
+        );
+        write(
+            "daemons/spark-meterd/io.spark.Meters1.conf",
+            &fs::read_to_string(repo_root().join("daemons/spark-meterd/io.spark.Meters1.conf"))
+                .unwrap(),
+        );
+        write(
+            &format!("{}/spark-meterd.bb", spark_layer::RECIPES_DIR),
+            "SPARK_DBUS_NAME = \"io.spark.Meters1\"\nrequire spark-daemon.inc\n",
+        );
+        write(spark_layer::CRATES_INC, "stale\n");
+
+        let problems = spark_layer::check_layer(root).unwrap().join("\n");
+        assert!(
+            problems.contains("spark-crates.inc does not match Cargo.lock"),
+            "{problems}"
+        );
+        assert!(problems.contains("daemon spark-webui"), "{problems}");
+        assert!(problems.contains("has no recipe"), "{problems}");
+        assert!(problems.contains("has no systemd unit daemons/spark-webui/spark-webui.service"));
+        assert!(
+            problems.contains("ProtectSystem=full, want ProtectSystem=strict"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("ReadWritePaths=/var/lib is outside /data"),
+            "{problems}"
+        );
+        assert!(!problems.contains("rauc-client"), "{problems}");
+
+        spark_layer::write_crates_inc(root).unwrap();
+        let problems = spark_layer::check_layer(root).unwrap().join("\n");
+        assert!(!problems.contains("spark-crates.inc"), "{problems}");
+    }
+}
+
+mod oelint {
+    use super::*;
+
+    /// Every recipe, bbappend (and the includes they require) is clean under the committed
+    /// configuration; a recipe with a known mistake is not, so the run is a real check.
+    #[test]
+    fn recipes_are_oelint_clean() {
+        let layer = meta_spark();
+        let mut files = Vec::new();
+        collect_recipes(&layer, &mut files);
+        files.sort();
+        assert!(files.len() >= 10, "recipes found: {files:?}");
+        let out = run(Command::new(venv_tool("oelint-adv"))
+            .current_dir(&layer)
+            .args(&files));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.trim().is_empty(),
+            "oelint-adv findings:\n{text}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad_1.0.bb");
+        std::fs::write(
+            &bad,
+            "LICENSE = \"MIT\"\nDEPENDS = \"zlib\"\ndo_install() {\n    cp a ${D}/b\n}\n",
+        )
+        .unwrap();
+        let out = run(Command::new(venv_tool("oelint-adv"))
+            .current_dir(&layer)
+            .arg(&bad));
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a bad recipe passed: {text}");
+        assert!(text.contains("oelint.task.nocopy"), "{text}");
+    }
+
+    fn collect_recipes(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n == "tools") {
+                    continue;
+                }
+                collect_recipes(&path, out);
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "bb" || e == "bbappend")
+            {
+                out.push(path.strip_prefix(meta_spark()).unwrap().to_owned());
+            }
+        }
+    }
+}
+
+mod kas {
+    use super::*;
+
+    /// Validates a kas file with kas's own JSON schema (`kas/schema-kas.json` in the installed
+    /// kas package) and prints its repos as JSON.
+    const VALIDATE: &str = r#"
+import importlib.resources, json, sys
+import jsonschema, yaml
+schema = json.loads(importlib.resources.files("kas").joinpath("schema-kas.json").read_text())
+with open(sys.argv[1]) as f:
+    config = yaml.safe_load(f)
+jsonschema.validate(config, schema)
+print(json.dumps(config))
+"#;
+
+    /// Repositories that follow a branch until `kas lock` pins their commit on a networked build
+    /// host (see meta-spark/README.md, "Pins").
+    const BRANCH_ONLY_UNTIL_LOCKED: &[&str] = &["meta-openembedded", "meta-rauc"];
+
+    fn validate(path: &Path) -> Output {
+        run(Command::new(venv_tool("python3"))
+            .args(["-c", VALIDATE])
+            .arg(path))
+    }
+
+    #[test]
+    fn kas_file_validates_against_kas_schema_and_is_pinned() {
+        let path = meta_spark().join("kas/spark-bbb.yml");
+        let out = validate(&path);
+        assert!(
+            out.status.success(),
+            "{} does not match kas's schema:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let config: serde_json::Value =
+            serde_json::from_str(&text).expect("validator prints the config as JSON");
+        assert_eq!(config["machine"].as_str(), Some("beaglebone-yocto"));
+        assert_eq!(config["distro"].as_str(), Some("spark"));
+        let targets: Vec<_> = config["target"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert_eq!(targets, ["spark-gateway-image", "spark-gateway-bundle"]);
+
+        // Once committed, `kas lock`'s file pins every remote repository by commit.
+        let lock_path = meta_spark().join("kas/spark-bbb.lock.yml");
+        let locked: Option<serde_json::Value> = lock_path.exists().then(|| {
+            let out = validate(&lock_path);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).unwrap()
+        });
+
+        let repos = config["repos"].as_object().unwrap();
+        assert!(repos.contains_key("spark"), "the layer's own repository");
+        for (name, repo) in repos {
+            let Some(repo) = repo.as_object() else {
+                continue;
+            };
+            if !repo.contains_key("url") {
+                continue;
+            }
+            // kas refuses a tag together with a branch (the schema does not say so).
+            assert!(
+                !(repo.contains_key("tag") && repo.contains_key("branch")),
+                "repository {name}: kas does not accept tag and branch together"
+            );
+            match &locked {
+                Some(lock) => assert!(
+                    lock["overrides"]["repos"][name]["commit"].is_string(),
+                    "{} does not pin {name} by commit",
+                    lock_path.display()
+                ),
+                None => assert!(
+                    repo.contains_key("commit")
+                        || repo.contains_key("tag")
+                        || BRANCH_ONLY_UNTIL_LOCKED.contains(&name.as_str()),
+                    "repository {name} is not pinned by commit or tag"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn schema_validation_rejects_a_broken_kas_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.yml");
+        std::fs::write(
+            &bad,
+            "header:\n  version: 99\nmachine: beaglebone-yocto\nrepos:\n  x:\n    url: 3\n    layerz: {}\n",
+        )
+        .unwrap();
+        let out = validate(&bad);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("ValidationError"));
+    }
+}
+
+#[path = "layer/uboot.rs"]
+mod uboot;
