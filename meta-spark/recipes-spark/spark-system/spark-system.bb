@@ -39,6 +39,8 @@ do_install() {
     # Public halves only: the Ed25519 release key and the server CA the daemons pin.
     install -m 0644 ${S}/spark-trust/$(basename ${SPARK_RELEASE_PUB}) ${D}${sysconfdir}/spark/release.pub.pem
     install -m 0644 ${S}/spark-trust/$(basename ${SPARK_SERVER_CA}) ${D}${sysconfdir}/spark/server-ca.pem
+    # spark-uplinkd's documented default name for the same CA.
+    ln -s server-ca.pem ${D}${sysconfdir}/spark/server-ca.cert.pem
 }
 
 FILES:${PN} += "${nonarch_libdir}/tmpfiles.d \
