@@ -9,9 +9,12 @@
 //! writes the environment back as `uboot.env` (`env export -c` + `fatwrite`): the same file
 //! format and place as the BeagleBone's ENV_IS_IN_FAT `saveenv`. Every boot ends in the script's
 //! `reset` (the fake kernels do not boot), which `-no-reboot` turns into qemu exiting.
-//! Between boots the test reads and edits `uboot.env` with `fw_printenv`/`fw_setenv` through the
-//! layer's fw_env.config offsets, doing what RAUC's uboot backend does for mark-good, mark-bad and
-//! an install.
+//! Between boots the test reads `uboot.env` with `fw_printenv` through the layer's fw_env.config
+//! offsets, and marks slots with the real `rauc service` (bootloader=uboot, RAUC's own U-Boot
+//! backend) on a private bus: `rauc status mark-good`, `mark-bad`, and for an install what RAUC
+//! does to the bootloader around one (`mark-bad other`, then `mark-active other`). RAUC's
+//! fw_printenv/fw_setenv calls go through small wrappers that copy `uboot.env` out of and back
+//! into the FAT partition, as the mounted `/uboot` would on the gateway.
 //!
 //! Simulated side: a spark-testbed [`Testbed`] (real `rauc service`, its custom backend
 //! `uboot-sim.sh`, [`Testbed::reboot`] running `Bootloader::boot`), driven by the same steps;
@@ -22,7 +25,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Instant;
 
-use spark_testbed::{Slot, Testbed, TestbedOptions};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use spark_testbed::{PrivateBus, Slot, Testbed, TestbedOptions};
 use tempfile::TempDir;
 
 use super::*;
@@ -98,10 +104,14 @@ struct RealBoard {
     booted: Option<Slot>,
     /// Resets the script did because no slot was left, over the whole run.
     counter_resets: u32,
+    /// The private system bus RAUC runs on, its configuration and the fw_* wrappers.
+    bus: PrivateBus,
+    rauc_conf: PathBuf,
+    wrappers: PathBuf,
 }
 
 impl RealBoard {
-    fn new() -> RealBoard {
+    fn new(keyring: &Path) -> RealBoard {
         for tool in [
             "qemu-system-arm",
             "mkimage",
@@ -254,7 +264,63 @@ impl RealBoard {
             copy_into(&image, &disk, start * 512);
         }
 
+        // RAUC with its uboot backend; fw_printenv/fw_setenv wrappers work on uboot.env in the
+        // FAT partition of the disk image (mtools), like /uboot/uboot.env on the gateway.
+        let wrappers = p("bin");
+        fs::create_dir_all(&wrappers).unwrap();
+        let fat = format!("{}@@{}", disk.display(), FAT_START * 512);
+        let pull = format!(
+            "mcopy -o -n -i '{fat}' ::uboot.env '{}' || exit 1",
+            env_file.display()
+        );
+        for (tool, tail) in [
+            ("fw_printenv", String::new()),
+            (
+                "fw_setenv",
+                format!(
+                    " || exit 1\nexec mcopy -o -i '{fat}' '{}' ::uboot.env",
+                    env_file.display()
+                ),
+            ),
+        ] {
+            let exec = if tail.is_empty() { "exec " } else { "" };
+            let script = format!(
+                "#!/bin/sh\n{pull}\n{exec}/usr/bin/{tool} -c '{}' \"$@\"{tail}\n",
+                p("fw_env.config").display()
+            );
+            let path = wrappers.join(tool);
+            fs::write(&path, script).unwrap();
+            run_ok(Command::new("chmod").arg("755").arg(&path));
+        }
+        for slot in ["a", "b"] {
+            File::create(p(&format!("slot-{slot}.img")))
+                .unwrap()
+                .set_len(8 << 20)
+                .unwrap();
+        }
+        let rauc_conf = p("system.conf");
+        fs::write(
+            &rauc_conf,
+            format!(
+                "[system]\ncompatible=spark-bbb\nbootloader=uboot\nboot-attempts={ATTEMPTS}\n\
+                 boot-attempts-primary={ATTEMPTS}\nmountprefix={}\ndata-directory={}\n\
+                 [keyring]\npath={}\n\
+                 [slot.rootfs.0]\ndevice={}\ntype=raw\nbootname=A\n\
+                 [slot.rootfs.1]\ndevice={}\ntype=raw\nbootname=B\n",
+                p("mnt").display(),
+                p("rauc-data").display(),
+                keyring.display(),
+                p("slot-a.img").display(),
+                p("slot-b.img").display(),
+            ),
+        )
+        .unwrap();
+        let bus = PrivateBus::start_in(dir.path(), Duration::from_secs(30)).unwrap();
+
         RealBoard {
+            bus,
+            rauc_conf,
+            wrappers,
             fw_config: p("fw_env.config"),
             dir,
             disk,
@@ -400,58 +466,101 @@ impl RealBoard {
         );
     }
 
-    /// What RAUC's uboot backend writes (see RAUC-FACTS and uboot-sim.sh).
+    /// Runs `rauc status ARGS` against a `rauc service` booted from the slot U-Boot chose.
+    fn rauc_status(&self, args: &[&str]) {
+        let booted = self.booted.expect("a slot was booted");
+        let path = format!(
+            "{}:{}",
+            self.wrappers.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = File::create(self.dir.path().join("rauc-service.log")).unwrap();
+        let mut service = Command::new("rauc")
+            .arg(format!("--conf={}", self.rauc_conf.display()))
+            .arg("service")
+            .arg(format!("--override-boot-slot={}", booted.bootname()))
+            .env("PATH", &path)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("rauc service starts");
+        let result = self.wait_for_rauc(&mut service).and_then(|()| {
+            let out = run(Command::new("timeout")
+                .args(["30", "rauc", "status"])
+                .args(args)
+                .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address()));
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "rauc status {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        });
+        let _ = service.kill();
+        let _ = service.wait();
+        if let Err(message) = result {
+            let log =
+                fs::read_to_string(self.dir.path().join("rauc-service.log")).unwrap_or_default();
+            panic!("{message}\nrauc service log:\n{log}");
+        }
+    }
+
+    /// Polls the bus until RAUC owns its name (bounded).
+    fn wait_for_rauc(&self, service: &mut Child) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = service.try_wait().unwrap() {
+                return Err(format!("rauc service exited with {status}"));
+            }
+            let reply = run(Command::new("dbus-send")
+                .arg(format!("--bus={}", self.bus.address()))
+                .args(["--print-reply", "--dest=org.freedesktop.DBus", "/"])
+                .arg("org.freedesktop.DBus.NameHasOwner")
+                .arg("string:de.pengutronix.rauc"));
+            if String::from_utf8_lossy(&reply.stdout).contains("boolean true") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err("de.pengutronix.rauc not on the bus within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The step on the real board: RAUC for everything RAUC does, fw_setenv for the rest.
     fn apply(&mut self, step: Step) {
-        let left = |slot: Slot| format!("BOOT_{}_LEFT", slot.bootname());
-        let without = |state: &AbState, slot: Slot| {
-            state
-                .order
-                .split_whitespace()
-                .filter(|b| *b != slot.bootname())
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
         match step {
             Step::Boot => {
                 self.boot();
             }
-            Step::MarkGood => {
-                let booted = self.booted.expect("booted");
-                self.set(&[(&left(booted), ATTEMPTS.to_string())]);
-            }
-            Step::MarkBad => {
-                let booted = self.booted.expect("booted");
-                let order = without(&self.state(), booted);
-                self.set(&[("BOOT_ORDER", order), (&left(booted), "0".into())]);
-            }
+            Step::MarkGood => self.rauc_status(&["mark-good"]),
+            Step::MarkBad => self.rauc_status(&["mark-bad"]),
             Step::Install(slot) => {
-                let rest = without(&self.state(), slot);
-                self.set(&[("BOOT_ORDER", rest.clone()), (&left(slot), "0".into())]);
-                let order = format!("{} {rest}", slot.bootname()).trim().to_owned();
-                self.set(&[("BOOT_ORDER", order), (&left(slot), ATTEMPTS.to_string())]);
+                assert_ne!(self.booted, Some(slot), "RAUC installs into the other slot");
+                self.rauc_status(&["mark-bad", "other"]);
+                self.rauc_status(&["mark-active", "other"]);
             }
-            Step::Exhaust => {
-                self.set(&[(&left(Slot::A), "0".into()), (&left(Slot::B), "0".into())])
-            }
+            Step::Exhaust => self.set(&[("BOOT_A_LEFT", "0".into()), ("BOOT_B_LEFT", "0".into())]),
         }
     }
 }
 
 /// The simulated board: real `rauc service` over spark-testbed's simulated U-Boot.
 struct SimBoard {
-    _pki: TempDir,
     bed: Testbed,
 }
 
 impl SimBoard {
-    fn new() -> SimBoard {
-        let pki = tempfile::tempdir().unwrap();
-        let dev = spark_keys::init_dev(pki.path(), &spark_keys::DevPkiOptions::default()).unwrap();
-        let mut opts = TestbedOptions::new("spark-bbb", dev.keyring());
+    fn new(keyring: &Path) -> SimBoard {
+        let mut opts = TestbedOptions::new("spark-bbb", keyring);
         opts.boot_attempts = ATTEMPTS;
         opts.booted = Slot::A;
         let bed = Testbed::start(opts).unwrap();
-        SimBoard { _pki: pki, bed }
+        SimBoard { bed }
     }
 
     fn state(&self) -> AbState {
@@ -517,8 +626,10 @@ fn scenario() -> Vec<(Step, Option<Slot>, AbState)> {
 #[test]
 fn boot_script_in_real_uboot_matches_the_simulator() {
     let started = Instant::now();
-    let mut real = RealBoard::new();
-    let mut sim = SimBoard::new();
+    let pki = tempfile::tempdir().unwrap();
+    let dev = spark_keys::init_dev(pki.path(), &spark_keys::DevPkiOptions::default()).unwrap();
+    let mut real = RealBoard::new(&dev.keyring());
+    let mut sim = SimBoard::new(&dev.keyring());
     for (i, (step, want_slot, want_state)) in scenario().into_iter().enumerate() {
         let real_slot = match step {
             Step::Boot => Some(real.boot()),
