@@ -21,6 +21,7 @@ packages=(
   libubootenv-tool              # fw_printenv / fw_setenv, as RAUC's uboot backend uses them
   mtools dosfstools fdisk       # FAT partition without loop mounts, sfdisk
   python3-venv                  # the venv for kas and oelint-adv below
+  systemd                       # systemd-analyze verify of the daemon units
 )
 
 missing=()
@@ -45,7 +46,7 @@ fi
 SPARK_YOCTO_TOOLS=${SPARK_YOCTO_TOOLS:-/opt/spark-yocto-tools}
 yocto_tools_pins=(kas==5.5 oelint-adv==9.11.2 oelint-parser==8.13.2 oelint-data==1.5.26 jsonschema==4.26.0)
 if [ ! -x "$SPARK_YOCTO_TOOLS/bin/oelint-adv" ] || [ ! -x "$SPARK_YOCTO_TOOLS/bin/kas" ] \
-   || ! "$SPARK_YOCTO_TOOLS/bin/pip" freeze 2>/dev/null | grep -qix "oelint[-_]adv==9.11.2"; then
+   || ! "$SPARK_YOCTO_TOOLS/bin/pip" freeze 2>/dev/null | grep -ix "oelint[-_]adv==9.11.2" >/dev/null; then
   echo "ci/deps.sh: installing ${yocto_tools_pins[*]} into $SPARK_YOCTO_TOOLS" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

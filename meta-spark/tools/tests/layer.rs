@@ -351,5 +351,126 @@ print(json.dumps(config))
     }
 }
 
+mod system {
+    use std::fs;
+
+    use super::*;
+
+    /// Lines of `systemd-analyze verify` that only say the unit's world is not installed here.
+    fn environment_only(line: &str) -> bool {
+        line.contains("is not executable: No such file or directory")
+            || (line.contains("Failed to create") && line.contains("not found"))
+    }
+
+    fn verify(dir: &Path, units: &[&str]) -> Vec<String> {
+        let out = run(Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .args(units.iter().map(|u| format!("./{u}")))
+            .current_dir(dir));
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stdout).lines())
+            .filter(|l| !l.trim().is_empty() && !environment_only(l))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The daemons' units and the layer's own units parse without an unknown or bad setting
+    /// (systemd-analyze verify; missing binaries and units of the image are expected here).
+    #[test]
+    fn units_pass_systemd_analyze_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = repo_root();
+        let mut units = Vec::new();
+        for daemon in spark_layer::workspace_daemons(&root).unwrap() {
+            let name = format!("{}.service", daemon.name);
+            fs::copy(root.join(&daemon.dir).join(&name), dir.path().join(&name)).unwrap();
+            units.push(name);
+        }
+        let files = meta_spark().join("recipes-spark/spark-system/files");
+        for name in ["spark-health.service", "data.mount", "uboot.mount"] {
+            fs::copy(files.join(name), dir.path().join(name)).unwrap();
+            units.push(name.to_owned());
+        }
+        let units: Vec<&str> = units.iter().map(String::as_str).collect();
+        let findings = verify(dir.path(), &units);
+        assert!(
+            findings.is_empty(),
+            "systemd-analyze verify:\n{}",
+            findings.join("\n")
+        );
+
+        // A misspelt hardening key is reported, so the check above can fail.
+        let unit = dir.path().join(units[0]);
+        let text = fs::read_to_string(&unit).unwrap();
+        fs::write(&unit, text.replace("ProtectHome=", "ProtectHom=")).unwrap();
+        let findings = verify(dir.path(), &units[..1]).join("\n");
+        assert!(findings.contains("Unknown key 'ProtectHom'"), "{findings}");
+    }
+
+    /// Writes a system-bus configuration that includes `policies` and listens in `dir`.
+    fn bus_config(dir: &Path, policies: &[PathBuf]) -> PathBuf {
+        let includes: String = policies
+            .iter()
+            .map(|p| format!("  <include>{}</include>\n", p.display()))
+            .collect();
+        let path = dir.join("bus.conf");
+        fs::write(
+            &path,
+            format!(
+                "<busconfig>\n  <type>system</type>\n  <listen>unix:path={}</listen>\n  \
+                 <policy context=\"default\"><allow user=\"*\"/></policy>\n{includes}</busconfig>\n",
+                dir.join("bus.sock").display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Starts dbus-daemon on the config for at most 2 s: Ok(address) if it came up.
+    fn start_bus(config: &Path) -> Result<String, String> {
+        let out = run(Command::new("timeout")
+            .args(["2", "dbus-daemon", "--nofork", "--print-address"])
+            .arg(format!("--config-file={}", config.display())));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        // 124: still running when the timeout stopped it, i.e. the configuration loaded.
+        if out.status.code() == Some(124) && stdout.starts_with("unix:path=") {
+            Ok(stdout)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Every daemon's D-Bus policy loads into a real dbus-daemon (system bus type); a broken one
+    /// does not.
+    #[test]
+    fn dbus_policies_load_into_a_real_dbus_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = repo_root();
+        let policies: Vec<PathBuf> = spark_layer::workspace_daemons(&root)
+            .unwrap()
+            .iter()
+            .flat_map(|d| fs::read_dir(root.join(&d.dir)).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "conf")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("io.spark."))
+            })
+            .collect();
+        assert_eq!(policies.len(), 3, "{policies:?}");
+        start_bus(&bus_config(dir.path(), &policies)).expect("dbus-daemon loads the policies");
+
+        let bad = dir.path().join("io.spark.Broken1.conf");
+        fs::write(
+            &bad,
+            "<busconfig><policy user=\"x\"><allow own=\"a\"/></polic></busconfig>",
+        )
+        .unwrap();
+        let err = start_bus(&bus_config(dir.path(), &[bad])).unwrap_err();
+        assert!(err.contains("mismatched tag"), "{err}");
+    }
+}
+
 #[path = "layer/uboot.rs"]
 mod uboot;
