@@ -1,0 +1,166 @@
+//! Typed errors of the OTA server, one enum per area, each variant named after the operation that
+//! failed and carrying what a person needs to fix it. HTTP statuses are chosen in one place
+//! (`api::ApiError`), never here.
+
+use std::path::PathBuf;
+
+use spark_release::{DecodeError, ReleaseError};
+
+/// The database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Could not open the database (the URL is shown without its password).
+    #[error("cannot open database {url}: {source}; check the `database` setting and that the server is up")]
+    Connect { url: String, source: sqlx::Error },
+    /// The URL names neither SQLite nor PostgreSQL.
+    #[error("unsupported database URL {url}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl { url: String },
+    /// Applying the embedded migrations failed.
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database {op} failed: {source}")]
+    Query {
+        op: &'static str,
+        source: sqlx::Error,
+    },
+    /// A stored value is out of the range this server writes (a corrupt or foreign row).
+    #[error("database holds an unusable {what}: {value}")]
+    Corrupt { what: &'static str, value: String },
+}
+
+impl StoreError {
+    pub(crate) fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError::Query { op, source }
+    }
+}
+
+/// The config file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("config {}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Why an uploaded release was refused. Nothing of a refused upload is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(
+        "no signed release manifest: send it base64-encoded in the `Spark-Release` header (spark-ota release upload does this)"
+    )]
+    MissingManifest,
+    #[error("the Spark-Release header is not base64: {0}")]
+    ManifestEncoding(String),
+    #[error("the signed release manifest is malformed: {0}")]
+    ManifestMalformed(#[source] DecodeError),
+    #[error("release manifest refused: {0}")]
+    ManifestRefused(#[source] ReleaseError),
+    #[error("release {compatible} {version} already exists (release {id}): yank it or sign a new version")]
+    ReleaseExists {
+        compatible: String,
+        version: String,
+        id: i64,
+    },
+    #[error("bundle {sha256} is already stored (release {id}): nothing to upload")]
+    DuplicateBundle { sha256: String, id: i64 },
+    #[error("the upload is larger than the {declared} bytes the signed manifest declares: it is not this release's bundle")]
+    TooLarge { declared: u64 },
+    #[error("the upload is {received} bytes but the signed manifest declares {declared}: the upload was cut or is not this release's bundle")]
+    SizeMismatch { declared: u64, received: u64 },
+    #[error("the upload has SHA-256 {found} but the signed manifest names {expected}: sign the manifest for this bundle (spark-keys sign-release --bundle)")]
+    DigestMismatch { expected: String, found: String },
+    #[error("bundle refused: {0}")]
+    Bundle(#[source] spark_image::BundleError),
+    #[error("the bundle's version {bundle} differs from the signed manifest's {release}: sign the manifest with --version {bundle}")]
+    VersionMismatch { bundle: String, release: String },
+    #[error("the bundle has no [update] version: build it with --version")]
+    NoBundleVersion,
+    #[error("receiving the upload failed: {0}")]
+    Receive(String),
+    #[error("cannot store the upload in {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] spark_tls::TlsError),
+    #[error("cannot load the firmware keyring {}: {source}; point `keyring` at the keyring.pem of spark-keys", path.display())]
+    Keyring {
+        path: PathBuf,
+        source: spark_image::SignatureError,
+    },
+    #[error("cannot load release public key {}: {source}; point `release-keys` at release.pub.pem files", path.display())]
+    ReleaseKey {
+        path: PathBuf,
+        source: spark_release::KeyError,
+    },
+    #[error("cannot create {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}; is another server using the port?")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A command-line call to the admin API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad server URL {url:?}: {reason}")]
+    Url { url: String, reason: &'static str },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] spark_tls::TlsError),
+    #[error("cannot connect to {authority}: {source}; is `spark-ota serve` running and is --server right?")]
+    Connect {
+        authority: String,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {authority} failed: {source}; check --ca (the server CA)")]
+    Handshake {
+        authority: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP exchange with {authority} failed: {source}")]
+    Http {
+        authority: String,
+        source: hyper::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no admin credentials: pass --token (or SPARK_OTA_TOKEN; `spark-ota token create` makes one) or --cert/--key")]
+    NoCredentials,
+    #[error("server answered {status}: {message}")]
+    Status {
+        status: hyper::StatusCode,
+        message: String,
+    },
+    #[error("server answered with unreadable JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
