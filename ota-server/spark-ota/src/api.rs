@@ -141,11 +141,7 @@ impl IntoResponse for ApiError {
         if status.is_client_error() {
             warn!(%status, "request refused: {message}");
         }
-        (
-            status,
-            axum::Json(serde_json::json!({ "error": message })),
-        )
-            .into_response()
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
     }
 }
 
@@ -230,7 +226,11 @@ async fn check_in_post(
     answer_check_in(&st, &device, &info).await
 }
 
-async fn answer_check_in(st: &AppState, device: &str, info: &CheckIn) -> Result<Response, ApiError> {
+async fn answer_check_in(
+    st: &AppState,
+    device: &str,
+    info: &CheckIn,
+) -> Result<Response, ApiError> {
     if let Some(v) = &info.current_version
         && spark_release::Version::parse(v).is_err()
     {
@@ -293,9 +293,12 @@ async fn bundle(
     }
     let record = st.store.bundle(&sha).await?.ok_or_else(not_found)?;
     let path = st.catalog.blob_path(&sha);
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::Internal(format!("bundle {sha} listed but unreadable at {}: {e}", path.display())))?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::Internal(format!(
+            "bundle {sha} listed but unreadable at {}: {e}",
+            path.display()
+        ))
+    })?;
     let size = u64::try_from(record.size).unwrap_or(0);
     let etag = format!("\"{sha}\"");
     let h = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -338,9 +341,17 @@ async fn bundle(
             },
             None => String::new(),
         };
-        let stream = CountedFile::open(file, start, len, device, &sha, &rollout, st.accounting.clone())
-            .await
-            .map_err(|e| ApiError::Internal(format!("reading bundle {sha}: {e}")))?;
+        let stream = CountedFile::open(
+            file,
+            start,
+            len,
+            device,
+            &sha,
+            &rollout,
+            st.accounting.clone(),
+        )
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading bundle {sha}: {e}")))?;
         debug!(%device, %sha, start, len, %rollout, "serving bundle");
         Body::from_stream(stream)
     };
@@ -355,10 +366,7 @@ async fn bundle(
     );
     hv.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "bytes {start}-{}/{size}",
-            start + len - 1
-        ))
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
     {
         hv.insert(header::CONTENT_RANGE, v);
     }

@@ -198,7 +198,9 @@ fn show_rollout(multi: &MultiProgress, s: &RolloutStatus) {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     let head = multi.add(ProgressBar::new(0));
-    head.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    head.set_style(
+        ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     head.finish_with_message(format!(
         "rollout {} — {} {} — {}{} — {} bytes served",
         s.id,
@@ -216,7 +218,10 @@ fn show_rollout(multi: &MultiProgress, s: &RolloutStatus) {
         bar.set_style(style.clone());
         bar.set_prefix(format!("  wave {} ({} %)", i + 1, w.share));
         bar.set_position(w.updated);
-        bar.finish_with_message(format!("updated, {} offered, {} failed", w.offered, w.failed));
+        bar.finish_with_message(format!(
+            "updated, {} offered, {} failed",
+            w.offered, w.failed
+        ));
     }
 }
 
@@ -244,7 +249,10 @@ pub async fn rollout_status(
                 s.compatible,
                 s.version,
                 s.state,
-                s.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                s.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
                 s.bytes_served
             );
             for (i, w) in s.waves.iter().enumerate() {

@@ -34,7 +34,11 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// `server` is `https://host:port` of the admin listener; `ca` the CA of its certificate.
-    pub fn new(server: &str, ca: &Path, creds: Credentials<'_>) -> Result<AdminClient, ClientError> {
+    pub fn new(
+        server: &str,
+        ca: &Path,
+        creds: Credentials<'_>,
+    ) -> Result<AdminClient, ClientError> {
         let (tls, token) = match creds {
             Credentials::Token(t) => (
                 rustls::ClientConfig::builder_with_provider(spark_tls::provider())

@@ -142,9 +142,9 @@ impl Config {
         let data_dir = rel(raw
             .data_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/spark-ota")));
-        let database = raw.database.unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", data_dir.join("ota.db").display())
-        });
+        let database = raw
+            .database
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("ota.db").display()));
         if raw.release_keys.is_empty() {
             return Err(invalid(
                 "release-keys is empty: list the release public key(s) (release.pub.pem)".into(),
@@ -180,7 +180,9 @@ impl Config {
         };
         Ok(Config {
             listen: raw.listen.unwrap_or_else(|| ([0, 0, 0, 0], 8443).into()),
-            admin_listen: raw.admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 8444).into()),
+            admin_listen: raw
+                .admin_listen
+                .unwrap_or_else(|| ([127, 0, 0, 1], 8444).into()),
             data_dir,
             database,
             database_connections: raw.database_connections.unwrap_or(16),

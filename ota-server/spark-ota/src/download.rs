@@ -144,14 +144,7 @@ impl Accounting {
         let now = crate::now();
         for ((device, sha, rollout), (bytes, requests)) in taken {
             store
-                .add_download(
-                    &device,
-                    &sha,
-                    &rollout,
-                    bytes as i64,
-                    requests as i64,
-                    now,
-                )
+                .add_download(&device, &sha, &rollout, bytes as i64, requests as i64, now)
                 .await?;
         }
         Ok(())
@@ -254,7 +247,10 @@ mod tests {
         assert!(if_range_matches(None, etag));
         assert!(if_range_matches(Some("\"abc\""), etag));
         assert!(!if_range_matches(Some("\"old\""), etag));
-        assert!(!if_range_matches(Some("Wed, 21 Oct 2015 07:28:00 GMT"), etag));
+        assert!(!if_range_matches(
+            Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+            etag
+        ));
         assert!(none_match_hits(Some("\"x\", \"abc\""), etag));
         assert!(none_match_hits(Some("*"), etag));
         assert!(!none_match_hits(Some("\"x\""), etag));

@@ -10,7 +10,9 @@ use spark_release::{DecodeError, ReleaseError};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Could not open the database (the URL is shown without its password).
-    #[error("cannot open database {url}: {source}; check the `database` setting and that the server is up")]
+    #[error(
+        "cannot open database {url}: {source}; check the `database` setting and that the server is up"
+    )]
     Connect { url: String, source: sqlx::Error },
     /// The URL names neither SQLite nor PostgreSQL.
     #[error("unsupported database URL {url}: use sqlite://PATH or postgres://USER@HOST/DB")]
@@ -65,7 +67,9 @@ pub enum UploadError {
     ManifestMalformed(#[source] DecodeError),
     #[error("release manifest refused: {0}")]
     ManifestRefused(#[source] ReleaseError),
-    #[error("release {compatible} {version} already exists (release {id}): yank it or sign a new version")]
+    #[error(
+        "release {compatible} {version} already exists (release {id}): yank it or sign a new version"
+    )]
     ReleaseExists {
         compatible: String,
         version: String,
@@ -73,15 +77,23 @@ pub enum UploadError {
     },
     #[error("bundle {sha256} is already stored (release {id}): nothing to upload")]
     DuplicateBundle { sha256: String, id: i64 },
-    #[error("the upload is larger than the {declared} bytes the signed manifest declares: it is not this release's bundle")]
+    #[error(
+        "the upload is larger than the {declared} bytes the signed manifest declares: it is not this release's bundle"
+    )]
     TooLarge { declared: u64 },
-    #[error("the upload is {received} bytes but the signed manifest declares {declared}: the upload was cut or is not this release's bundle")]
+    #[error(
+        "the upload is {received} bytes but the signed manifest declares {declared}: the upload was cut or is not this release's bundle"
+    )]
     SizeMismatch { declared: u64, received: u64 },
-    #[error("the upload has SHA-256 {found} but the signed manifest names {expected}: sign the manifest for this bundle (spark-keys sign-release --bundle)")]
+    #[error(
+        "the upload has SHA-256 {found} but the signed manifest names {expected}: sign the manifest for this bundle (spark-keys sign-release --bundle)"
+    )]
     DigestMismatch { expected: String, found: String },
     #[error("bundle refused: {0}")]
     Bundle(#[source] spark_image::BundleError),
-    #[error("the bundle's version {bundle} differs from the signed manifest's {release}: sign the manifest with --version {bundle}")]
+    #[error(
+        "the bundle's version {bundle} differs from the signed manifest's {release}: sign the manifest with --version {bundle}"
+    )]
     VersionMismatch { bundle: String, release: String },
     #[error("the bundle has no [update] version: build it with --version")]
     NoBundleVersion,
@@ -134,7 +146,9 @@ pub enum ClientError {
     Url { url: String, reason: &'static str },
     #[error("TLS setup failed: {0}")]
     Tls(#[from] spark_tls::TlsError),
-    #[error("cannot connect to {authority}: {source}; is `spark-ota serve` running and is --server right?")]
+    #[error(
+        "cannot connect to {authority}: {source}; is `spark-ota serve` running and is --server right?"
+    )]
     Connect {
         authority: String,
         source: std::io::Error,
@@ -154,7 +168,9 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no admin credentials: pass --token (or SPARK_OTA_TOKEN; `spark-ota token create` makes one) or --cert/--key")]
+    #[error(
+        "no admin credentials: pass --token (or SPARK_OTA_TOKEN; `spark-ota token create` makes one) or --cert/--key"
+    )]
     NoCredentials,
     #[error("server answered {status}: {message}")]
     Status {

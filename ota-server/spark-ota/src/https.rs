@@ -93,14 +93,14 @@ impl HttpsClient {
             url: self.base.to_string(),
             reason: "host is not a valid server name",
         })?;
-        let tls = self
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|source| ClientError::Handshake {
-                authority: authority.clone(),
-                source,
-            })?;
+        let tls =
+            self.connector
+                .connect(name, tcp)
+                .await
+                .map_err(|source| ClientError::Handshake {
+                    authority: authority.clone(),
+                    source,
+                })?;
         let http = |source| ClientError::Http {
             authority: authority.clone(),
             source,

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use spark_ota::client::{AdminClient, Credentials};
 use spark_ota::cli;
+use spark_ota::client::{AdminClient, Credentials};
 
 /// Spark's OTA server: release catalog, device check-in and downloads, rollouts.
 #[derive(Debug, Parser)]
@@ -62,7 +62,11 @@ enum TokenCmd {
 #[derive(Debug, Args)]
 struct AdminArgs {
     /// Admin API URL (`admin-listen` of the server).
-    #[arg(long, env = "SPARK_OTA_SERVER", default_value = "https://127.0.0.1:8444")]
+    #[arg(
+        long,
+        env = "SPARK_OTA_SERVER",
+        default_value = "https://127.0.0.1:8444"
+    )]
     server: String,
     /// CA certificate of the server's certificate (server-ca.cert.pem of spark-keys).
     #[arg(long, env = "SPARK_OTA_CA")]

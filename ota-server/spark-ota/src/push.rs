@@ -85,10 +85,15 @@ impl Pusher {
             }
             match self.round().await {
                 Ok(r) if !r.pushed.is_empty() => {
-                    info!(pushed = r.pushed.len(), "UpdateAvailable pushed through ingest");
+                    info!(
+                        pushed = r.pushed.len(),
+                        "UpdateAvailable pushed through ingest"
+                    );
                 }
                 Ok(_) => {}
-                Err(e) => warn!("push round failed (devices still get the release when they poll): {e}"),
+                Err(e) => {
+                    warn!("push round failed (devices still get the release when they poll): {e}")
+                }
             }
         }
     }
@@ -105,14 +110,14 @@ impl Pusher {
             .await?;
         let now = crate::now();
         for gw in gateways.into_iter().filter(|g| g.connected) {
-            let mut device = self
-                .store
-                .device(&gw.gateway)
-                .await?
-                .unwrap_or_else(|| DeviceRecord {
-                    device: gw.gateway.clone(),
-                    ..DeviceRecord::default()
-                });
+            let mut device =
+                self.store
+                    .device(&gw.gateway)
+                    .await?
+                    .unwrap_or_else(|| DeviceRecord {
+                        device: gw.gateway.clone(),
+                        ..DeviceRecord::default()
+                    });
             if device.current_version.is_none() {
                 // ingest learns the running version from the gateway's Hello.
                 device.current_version = gw.firmware_version.clone();
@@ -158,7 +163,8 @@ impl Pusher {
                 warn!(device = %gw.gateway, %status, "ingest refused the push: {}", String::from_utf8_lossy(&bytes));
                 continue;
             }
-            let record: CommandRecord = serde_json::from_slice(&bytes).map_err(ClientError::Json)?;
+            let record: CommandRecord =
+                serde_json::from_slice(&bytes).map_err(ClientError::Json)?;
             self.store
                 .insert_push(
                     &gw.gateway,

@@ -88,7 +88,9 @@ pub async fn eligible(
             return Ok(false);
         }
     }
-    let reasons = store.report_reasons(&device.device, &release.version).await?;
+    let reasons = store
+        .report_reasons(&device.device, &release.version)
+        .await?;
     let failed = reasons
         .iter()
         .any(|r| FAILURE_REASONS.iter().any(|f| f.as_str() == r));
@@ -265,7 +267,10 @@ pub async fn status(store: &Store, id: &str) -> Result<RolloutStatus, RolloutErr
         ..WaveStatus::default()
     };
     for d in store.devices().await? {
-        if d.compatible.as_ref().is_some_and(|c| *c != release.compatible) {
+        if d.compatible
+            .as_ref()
+            .is_some_and(|c| *c != release.compatible)
+        {
             continue;
         }
         wave.devices += 1;

@@ -59,13 +59,14 @@ fn admin_tls(config: &Config) -> Result<rustls::ServerConfig, ServeError> {
     let builder = match &config.tls.admin_ca {
         Some(ca) => {
             let roots = Arc::new(spark_tls::load_roots(ca)?);
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, spark_tls::provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| spark_tls::TlsError::ClientVerifier {
-                    path: ca.clone(),
-                    reason: e.to_string(),
-                })?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(roots, spark_tls::provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| spark_tls::TlsError::ClientVerifier {
+                        path: ca.clone(),
+                        reason: e.to_string(),
+                    })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -272,8 +273,8 @@ async fn connection(
             return;
         }
     };
-    let cn = spark_tls::PeerIdentity::of_server_connection(stream.get_ref().1)
-        .map(|id| id.common_name);
+    let cn =
+        spark_tls::PeerIdentity::of_server_connection(stream.get_ref().1).map(|id| id.common_name);
     let service = match kind {
         Listener::Device => match cn {
             Ok(cn) => WithIdentity {

@@ -635,7 +635,11 @@ impl Store {
     }
 
     /// The token's name if `sha256_hex` is a stored token's hash; stamps its last use.
-    pub async fn use_token(&self, sha256_hex: &str, now: i64) -> Result<Option<String>, StoreError> {
+    pub async fn use_token(
+        &self,
+        sha256_hex: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
         let q = "UPDATE admin_tokens SET last_used_at = $2 WHERE sha256 = $1 RETURNING name";
         let r: Result<Option<String>, sqlx::Error> = on_pool!(self, p => sqlx::query_scalar(q).bind(sha256_hex).bind(now).fetch_optional(p).await);
         r.map_err(StoreError::query("check token"))

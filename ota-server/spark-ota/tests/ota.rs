@@ -41,7 +41,10 @@ async fn release_lifecycle(kind: Kind) {
     let list: Vec<serde_json::Value> = admin.get("/v1/releases").await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["version"], "2.0.0");
-    let shown: serde_json::Value = admin.get(&format!("/v1/releases/{}", up.release)).await.unwrap();
+    let shown: serde_json::Value = admin
+        .get(&format!("/v1/releases/{}", up.release))
+        .await
+        .unwrap();
     assert_eq!(shown["signed"].as_str().unwrap(), signed.to_json());
 
     // The same bundle again: a duplicate by hash, refused before anything is stored.
@@ -53,12 +56,17 @@ async fn release_lifecycle(kind: Kind) {
     assert!(err.to_string().contains("already"), "{err}");
 
     // Devices: nothing offered before a rollout.
-    let mut dev = DeviceConn::connect(server.device_addr, pki.device_tls("GW-1")).await.unwrap();
+    let mut dev = DeviceConn::connect(server.device_addr, pki.device_tls("GW-1"))
+        .await
+        .unwrap();
     let a = dev.get("/v1/devices/GW-1/release", &[]).await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     // The agent reports (poll) with its running version before it polls.
     let a = dev
-        .post_json("/v1/devices/GW-1/update-status", &report("GW-1", 1, "poll", "checking", "1.0.0", ""))
+        .post_json(
+            "/v1/devices/GW-1/update-status",
+            &report("GW-1", 1, "poll", "checking", "1.0.0", ""),
+        )
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
 
@@ -72,9 +80,14 @@ async fn release_lifecycle(kind: Kind) {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, signed.to_json().as_bytes());
     // A device already running 2.0.0 (told by query) gets nothing.
-    let mut dev2 = DeviceConn::connect(server.device_addr, pki.device_tls("GW-2")).await.unwrap();
+    let mut dev2 = DeviceConn::connect(server.device_addr, pki.device_tls("GW-2"))
+        .await
+        .unwrap();
     let a = dev2
-        .get("/v1/devices/GW-2/release?current-version=2.0.0&booted-slot=B&agent-state=idle", &[])
+        .get(
+            "/v1/devices/GW-2/release?current-version=2.0.0&booted-slot=B&agent-state=idle",
+            &[],
+        )
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     // The JSON check-in: older version and the right compatible → offered; other hardware → not.
@@ -85,9 +98,14 @@ async fn release_lifecycle(kind: Kind) {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
-    let mut dev3 = DeviceConn::connect(server.device_addr, pki.device_tls("GW-3")).await.unwrap();
+    let mut dev3 = DeviceConn::connect(server.device_addr, pki.device_tls("GW-3"))
+        .await
+        .unwrap();
     let a = dev3
-        .post_json("/v1/devices/GW-3/check-in", r#"{"current-version":"1.0.0","compatible":"other-board"}"#)
+        .post_json(
+            "/v1/devices/GW-3/check-in",
+            r#"{"current-version":"1.0.0","compatible":"other-board"}"#,
+        )
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
 
@@ -95,7 +113,10 @@ async fn release_lifecycle(kind: Kind) {
     let path = format!("/v1/bundles/{sha}");
     let etag = format!("\"{sha}\"");
     let total = bundle_bytes.len();
-    let a = dev.request(Method::HEAD, &path, &[], bytes::Bytes::new()).await.unwrap();
+    let a = dev
+        .request(Method::HEAD, &path, &[], bytes::Bytes::new())
+        .await
+        .unwrap();
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.header("content-length"), Some(total.to_string().as_str()));
     assert_eq!(a.header("etag"), Some(etag.as_str()));
@@ -103,37 +124,63 @@ async fn release_lifecycle(kind: Kind) {
     assert!(a.body.is_empty());
     let a = dev.get(&path, &[("range", "bytes=1000-")]).await;
     assert_eq!(a.status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(a.header("content-range"), Some(format!("bytes 1000-{}/{total}", total - 1).as_str()));
+    assert_eq!(
+        a.header("content-range"),
+        Some(format!("bytes 1000-{}/{total}", total - 1).as_str())
+    );
     assert_eq!(&a.body[..], &bundle_bytes[1000..]);
-    let a = dev.get(&path, &[("range", "bytes=10-19"), ("if-range", &etag)]).await;
+    let a = dev
+        .get(&path, &[("range", "bytes=10-19"), ("if-range", &etag)])
+        .await;
     assert_eq!(a.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(&a.body[..], &bundle_bytes[10..20]);
     let a = dev.get(&path, &[("range", "bytes=-100")]).await;
     assert_eq!(&a.body[..], &bundle_bytes[total - 100..]);
     // If-Range naming another entity: the whole file, 200.
-    let a = dev.get(&path, &[("range", "bytes=10-19"), ("if-range", "\"stale\"")]).await;
+    let a = dev
+        .get(
+            &path,
+            &[("range", "bytes=10-19"), ("if-range", "\"stale\"")],
+        )
+        .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body.len(), total);
     assert_eq!(&a.body[..], &bundle_bytes[..]);
-    let a = dev.get(&path, &[("range", &format!("bytes={total}-"))]).await;
+    let a = dev
+        .get(&path, &[("range", &format!("bytes={total}-"))])
+        .await;
     assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(a.header("content-range"), Some(format!("bytes */{total}").as_str()));
+    assert_eq!(
+        a.header("content-range"),
+        Some(format!("bytes */{total}").as_str())
+    );
     let a = dev.get(&path, &[("if-none-match", &etag)]).await;
     assert_eq!(a.status, StatusCode::NOT_MODIFIED);
     assert!(a.body.is_empty());
-    let a = dev.get(&format!("/v1/bundles/{}", "0".repeat(64)), &[]).await;
+    let a = dev
+        .get(&format!("/v1/bundles/{}", "0".repeat(64)), &[])
+        .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let served = (total - 1000) + 10 + 100 + total;
 
     // Status reports: stored once per seq; a resend changes nothing.
-    for (seq, reason, to) in [(2, "offered", "downloading"), (3, "downloaded", "verifying")] {
+    for (seq, reason, to) in [
+        (2, "offered", "downloading"),
+        (3, "downloaded", "verifying"),
+    ] {
         let a = dev
-            .post_json("/v1/devices/GW-1/update-status", &report("GW-1", seq, reason, to, "1.0.0", "2.0.0"))
+            .post_json(
+                "/v1/devices/GW-1/update-status",
+                &report("GW-1", seq, reason, to, "1.0.0", "2.0.0"),
+            )
             .await;
         assert_eq!(a.status, StatusCode::NO_CONTENT);
     }
     let a = dev
-        .post_json("/v1/devices/GW-1/update-status", &report("GW-1", 3, "downloaded", "verifying", "1.0.0", "2.0.0"))
+        .post_json(
+            "/v1/devices/GW-1/update-status",
+            &report("GW-1", 3, "downloaded", "verifying", "1.0.0", "2.0.0"),
+        )
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     let shown: serde_json::Value = admin.get("/v1/devices/GW-1").await.unwrap();
@@ -147,36 +194,70 @@ async fn release_lifecycle(kind: Kind) {
     assert_eq!(per_rollout[0].key, "w48");
     assert_eq!(per_rollout[0].bytes, served as i64);
     assert_eq!(per_rollout[0].requests, 4);
-    let per_device: Vec<spark_ota::store::DataCost> = admin.get("/v1/data-cost?by=device").await.unwrap();
+    let per_device: Vec<spark_ota::store::DataCost> =
+        admin.get("/v1/data-cost?by=device").await.unwrap();
     assert_eq!(per_device.len(), 1);
     assert_eq!(per_device[0].key, "GW-1");
 
     // Pause stops offers at once; resume brings them back; abort ends them.
-    spark_ota::cli::rollout_action(&admin, "w48", "pause", Some("looking at failures")).await.unwrap();
-    assert_eq!(dev.get("/v1/devices/GW-1/release", &[]).await.status, StatusCode::NO_CONTENT);
-    let err = spark_ota::cli::rollout_action(&admin, "w48", "pause", None).await.unwrap_err();
+    spark_ota::cli::rollout_action(&admin, "w48", "pause", Some("looking at failures"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dev.get("/v1/devices/GW-1/release", &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let err = spark_ota::cli::rollout_action(&admin, "w48", "pause", None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("cannot pause"), "{err}");
-    spark_ota::cli::rollout_action(&admin, "w48", "resume", None).await.unwrap();
-    assert_eq!(dev.get("/v1/devices/GW-1/release", &[]).await.status, StatusCode::OK);
-    let st = spark_ota::cli::rollout_status(&admin, Some("w48"), true).await.unwrap();
+    spark_ota::cli::rollout_action(&admin, "w48", "resume", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        dev.get("/v1/devices/GW-1/release", &[]).await.status,
+        StatusCode::OK
+    );
+    let st = spark_ota::cli::rollout_status(&admin, Some("w48"), true)
+        .await
+        .unwrap();
     assert_eq!(st[0].waves[0].offered, 2, "{st:?}");
     assert_eq!(st[0].bytes_served, served as i64);
 
     // A failure report puts the device in the penalty box for this release.
     let a = dev
-        .post_json("/v1/devices/GW-1/update-status", &report("GW-1", 4, "health-failed", "failed", "1.0.0", "2.0.0"))
+        .post_json(
+            "/v1/devices/GW-1/update-status",
+            &report("GW-1", 4, "health-failed", "failed", "1.0.0", "2.0.0"),
+        )
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
-    assert_eq!(dev.get("/v1/devices/GW-1/release", &[]).await.status, StatusCode::NO_CONTENT);
-    let st = spark_ota::cli::rollout_status(&admin, Some("w48"), true).await.unwrap();
+    assert_eq!(
+        dev.get("/v1/devices/GW-1/release", &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let st = spark_ota::cli::rollout_status(&admin, Some("w48"), true)
+        .await
+        .unwrap();
     assert_eq!(st[0].waves[0].failed, 1);
 
     // Yanked: offered to nobody.
-    spark_ota::cli::release_yank(&admin, up.release, Some("bad battery driver")).await.unwrap();
-    let a = dev2.post_json("/v1/devices/GW-2/check-in", r#"{"current-version":"1.5.0"}"#).await;
+    spark_ota::cli::release_yank(&admin, up.release, Some("bad battery driver"))
+        .await
+        .unwrap();
+    let a = dev2
+        .post_json(
+            "/v1/devices/GW-2/check-in",
+            r#"{"current-version":"1.5.0"}"#,
+        )
+        .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
-    spark_ota::cli::rollout_action(&admin, "w48", "abort", Some("yanked")).await.unwrap();
-    let err = spark_ota::cli::rollout_action(&admin, "w48", "resume", None).await.unwrap_err();
+    spark_ota::cli::rollout_action(&admin, "w48", "abort", Some("yanked"))
+        .await
+        .unwrap();
+    let err = spark_ota::cli::rollout_action(&admin, "w48", "resume", None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("aborted"), "{err}");
 
     server.stop().await;

@@ -66,12 +66,9 @@ impl Pki {
         let mut data = vec![0u8; size];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut data);
         std::fs::write(&image, &data).unwrap();
-        let signer = spark_image::Signer::load(
-            &self.pki.signer_cert(),
-            &self.pki.signer_key(),
-            &[],
-        )
-        .unwrap();
+        let signer =
+            spark_image::Signer::load(&self.pki.signer_cert(), &self.pki.signer_key(), &[])
+                .unwrap();
         spark_image::build(
             &spark_image::BuildInput::Rootfs {
                 image: image.clone(),
@@ -161,7 +158,9 @@ impl TestDb {
                 let base = postgres_base();
                 let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
                     .await
-                    .expect("PostgreSQL on 127.0.0.1:5432 (db test) is needed; set SPARK_TEST_POSTGRES");
+                    .expect(
+                        "PostgreSQL on 127.0.0.1:5432 (db test) is needed; set SPARK_TEST_POSTGRES",
+                    );
                 sqlx::query(&format!("CREATE SCHEMA {schema}"))
                     .execute(&mut conn)
                     .await
@@ -236,7 +235,8 @@ impl TestServer {
         let store = server.state.store.clone();
         let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (device_addr, admin_addr) = (devices.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (device_addr, admin_addr) =
+            (devices.local_addr().unwrap(), admin.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -290,7 +290,10 @@ impl TestServer {
         let mut out = Vec::new();
         for sub in ["blobs", "spool"] {
             for e in std::fs::read_dir(self.data_dir.path().join(sub)).unwrap() {
-                out.push(format!("{sub}/{}", e.unwrap().file_name().to_string_lossy()));
+                out.push(format!(
+                    "{sub}/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                ));
             }
         }
         out
@@ -357,6 +360,8 @@ impl DeviceConn {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
+        // Keep-alive: the previous response must be fully read before the next request goes out.
+        self.sender.ready().await?;
         let resp = self
             .sender
             .send_request(req.body(Full::new(body.into())).unwrap())
@@ -390,7 +395,14 @@ impl DeviceConn {
 }
 
 /// A status report as the agent sends it.
-pub fn report(device: &str, seq: u64, reason: &str, to: &str, current: &str, release: &str) -> String {
+pub fn report(
+    device: &str,
+    seq: u64,
+    reason: &str,
+    to: &str,
+    current: &str,
+    release: &str,
+) -> String {
     serde_json::json!({
         "device": device, "seq": seq, "at": 1_795_000_000u64 + seq,
         "from": "idle", "to": to, "reason": reason,

@@ -36,7 +36,9 @@ async fn bad_uploads_store_nothing() {
     let good_bytes = std::fs::read(&good).unwrap();
 
     // 1. Garbage with a correctly signed manifest for exactly those bytes: not a bundle.
-    let garbage: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let gpath = dir.join("garbage.bin");
     std::fs::write(&gpath, &garbage).unwrap();
     let doc = pki.sign_release(&gpath, "3.0.0").to_json();
@@ -47,7 +49,13 @@ async fn bad_uploads_store_nothing() {
     let foreign = dir.join("foreign.raucb");
     other.bundle("3.0.0", 200_000, &foreign);
     let doc = pki.sign_release(&foreign, "3.0.0").to_json();
-    let e = refused(&admin, dir, &std::fs::read(&foreign).unwrap(), doc.as_bytes()).await;
+    let e = refused(
+        &admin,
+        dir,
+        &std::fs::read(&foreign).unwrap(),
+        doc.as_bytes(),
+    )
+    .await;
     assert!(e.contains("422") && e.contains("bundle refused"), "{e}");
 
     // 3. An unsigned bundle: the squashfs alone (trailer and CMS cut off).
@@ -75,7 +83,10 @@ async fn bad_uploads_store_nothing() {
     assert!(e.contains("422") && e.contains("unknown key"), "{e}");
 
     // 6. Manifest altered after signing (version changed in the JSON).
-    let doc = pki.sign_release(&good, "3.0.0").to_json().replace("3.0.0", "3.0.1");
+    let doc = pki
+        .sign_release(&good, "3.0.0")
+        .to_json()
+        .replace("3.0.0", "3.0.1");
     let e = refused(&admin, dir, &good_bytes, doc.as_bytes()).await;
     assert!(e.contains("422") && e.contains("bad signature"), "{e}");
 
@@ -86,7 +97,10 @@ async fn bad_uploads_store_nothing() {
     assert!(e.contains("422") || e.contains("413"), "{e}");
     let doc = pki.sign_release(&good, "3.1.0").to_json();
     let e = refused(&admin, dir, &good_bytes, doc.as_bytes()).await;
-    assert!(e.contains("422") && e.contains("version 3.0.0 differs"), "{e}");
+    assert!(
+        e.contains("422") && e.contains("version 3.0.0 differs"),
+        "{e}"
+    );
 
     // 8. Expired manifest.
     let doc = pki
@@ -109,7 +123,10 @@ async fn bad_uploads_store_nothing() {
     let raw = raw_admin(&server, &admin_token(&server).await).await;
     let (status, body) = raw("POST", "/v1/releases", vec![], good_bytes.clone()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8_lossy(&body).contains("Spark-Release"), "{body:?}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("Spark-Release"),
+        "{body:?}"
+    );
     let (status, _) = raw(
         "POST",
         "/v1/releases",
@@ -121,22 +138,44 @@ async fn bad_uploads_store_nothing() {
 
     // Nothing stored by any of it.
     assert_eq!(server.catalog_rows().await, (0, 0));
-    assert!(server.stored_files().is_empty(), "{:?}", server.stored_files());
+    assert!(
+        server.stored_files().is_empty(),
+        "{:?}",
+        server.stored_files()
+    );
 
     // The good one still goes in afterwards.
     let doc = pki.sign_release(&good, "3.0.0").to_json();
     let r = dir.join("good.release.json");
     std::fs::write(&r, doc).unwrap();
-    admin.upload(&good, &r, &indicatif::ProgressBar::hidden()).await.unwrap();
+    admin
+        .upload(&good, &r, &indicatif::ProgressBar::hidden())
+        .await
+        .unwrap();
     assert_eq!(server.catalog_rows().await, (1, 1));
 
     // Malformed JSON on admin endpoints.
     let (status, body) = raw("POST", "/v1/rollouts", vec![], b"{\"release\": ".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8_lossy(&body).contains("invalid rollout"), "{body:?}");
-    let (status, _) = raw("POST", "/v1/rollouts", vec![], br#"{"release": 1, "bogus": 2}"#.to_vec()).await;
+    assert!(
+        String::from_utf8_lossy(&body).contains("invalid rollout"),
+        "{body:?}"
+    );
+    let (status, _) = raw(
+        "POST",
+        "/v1/rollouts",
+        vec![],
+        br#"{"release": 1, "bogus": 2}"#.to_vec(),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = raw("POST", "/v1/rollouts", vec![], br#"{"release": 99}"#.to_vec()).await;
+    let (status, _) = raw(
+        "POST",
+        "/v1/rollouts",
+        vec![],
+        br#"{"release": 99}"#.to_vec(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(server.store.rollouts().await.unwrap().len(), 0);
 
@@ -156,7 +195,9 @@ type Raw = Box<
         &'static str,
         Vec<(&'static str, String)>,
         Vec<u8>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, bytes::Bytes)> + Send>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = (StatusCode, bytes::Bytes)> + Send>,
+    >,
 >;
 
 /// A raw admin-API caller with `token` ("": no Authorization header).
@@ -211,11 +252,19 @@ async fn unknown_certificates_missing_tokens_and_bad_json_are_refused() {
         Err(_) => None,
         // TLS 1.3: the client learns of the refusal on its first read.
         Ok(mut c) => Some(
-            c.request(hyper::Method::GET, "/v1/devices/GW-X/release", &[], bytes::Bytes::new())
-                .await,
+            c.request(
+                hyper::Method::GET,
+                "/v1/devices/GW-X/release",
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await,
         ),
     };
-    assert!(matches!(r, None | Some(Err(_))), "foreign device certificate must be refused");
+    assert!(
+        matches!(r, None | Some(Err(_))),
+        "foreign device certificate must be refused"
+    );
     // No client certificate at all on the device listener.
     let nocert = std::sync::Arc::new(
         rustls::ClientConfig::builder_with_provider(spark_tls::provider())
@@ -227,34 +276,66 @@ async fn unknown_certificates_missing_tokens_and_bad_json_are_refused() {
     let r = match DeviceConn::connect(server.device_addr, nocert).await {
         Err(_) => None,
         Ok(mut c) => Some(
-            c.request(hyper::Method::GET, "/v1/devices/GW-X/release", &[], bytes::Bytes::new())
-                .await,
+            c.request(
+                hyper::Method::GET,
+                "/v1/devices/GW-X/release",
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await,
         ),
     };
-    assert!(matches!(r, None | Some(Err(_))), "device listener requires a certificate");
+    assert!(
+        matches!(r, None | Some(Err(_))),
+        "device listener requires a certificate"
+    );
 
     // A valid device speaking for another one.
-    let mut dev = DeviceConn::connect(server.device_addr, pki.device_tls("GW-1")).await.unwrap();
+    let mut dev = DeviceConn::connect(server.device_addr, pki.device_tls("GW-1"))
+        .await
+        .unwrap();
     let a = dev.get("/v1/devices/GW-2/release", &[]).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
-    assert!(a.json()["error"].as_str().unwrap().contains("only speak for itself"));
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("only speak for itself")
+    );
     let a = dev
-        .post_json("/v1/devices/GW-1/update-status", &report("GW-2", 1, "poll", "checking", "1.0.0", ""))
+        .post_json(
+            "/v1/devices/GW-1/update-status",
+            &report("GW-2", 1, "poll", "checking", "1.0.0", ""),
+        )
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     // Malformed JSON from a device.
-    let a = dev.post_json("/v1/devices/GW-1/update-status", "{\"device\": \"GW-1\", ").await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.json()["error"].as_str().unwrap().contains("invalid status report"));
     let a = dev
-        .post_json("/v1/devices/GW-1/update-status", &report("GW-1", 1, "no-such-reason", "checking", "1.0.0", ""))
+        .post_json("/v1/devices/GW-1/update-status", "{\"device\": \"GW-1\", ")
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid status report")
+    );
+    let a = dev
+        .post_json(
+            "/v1/devices/GW-1/update-status",
+            &report("GW-1", 1, "no-such-reason", "checking", "1.0.0", ""),
+        )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let a = dev.post_json("/v1/devices/GW-1/check-in", "[1,2").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    let a = dev.post_json("/v1/devices/GW-1/check-in", r#"{"current-version": "one"}"#).await;
+    let a = dev
+        .post_json("/v1/devices/GW-1/check-in", r#"{"current-version": "one"}"#)
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    let a = dev.get("/v1/devices/GW-1/release?current-version=1%2E0", &[]).await;
+    let a = dev
+        .get("/v1/devices/GW-1/release?current-version=1%2E0", &[])
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let a = dev.get("/v1/bundles/../../etc/passwd", &[]).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
@@ -276,25 +357,45 @@ async fn unknown_certificates_missing_tokens_and_bad_json_are_refused() {
     let as_device = AdminClient::new(
         &server.admin_url(),
         &pki.pki.server_ca_cert(),
-        Credentials::Certificate { cert: &dcert, key: &dkey },
+        Credentials::Certificate {
+            cert: &dcert,
+            key: &dkey,
+        },
     )
     .unwrap();
-    assert!(as_device.get::<serde_json::Value>("/v1/releases").await.is_err());
+    assert!(
+        as_device
+            .get::<serde_json::Value>("/v1/releases")
+            .await
+            .is_err()
+    );
     // An admin certificate from the admin CA (server CA) works without a token.
     let (acert, akey) = spark_keys::issue_service(pki.dir.path(), "ops-alice", false).unwrap();
     let as_admin = AdminClient::new(
         &server.admin_url(),
         &pki.pki.server_ca_cert(),
-        Credentials::Certificate { cert: &acert, key: &akey },
+        Credentials::Certificate {
+            cert: &acert,
+            key: &akey,
+        },
     )
     .unwrap();
     let list: Vec<serde_json::Value> = as_admin.get("/v1/releases").await.unwrap();
     assert!(list.is_empty());
     // Tokens are stored hashed only.
     let token = admin_token(&server).await;
-    let Store::Sqlite(pool) = &server.store else { unreachable!() };
-    let stored: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM admin_tokens").fetch_all(pool).await.unwrap();
-    assert!(!stored.iter().any(|s| s.contains(&token) || token.contains(s.as_str())));
+    let Store::Sqlite(pool) = &server.store else {
+        unreachable!()
+    };
+    let stored: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM admin_tokens")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert!(
+        !stored
+            .iter()
+            .any(|s| s.contains(&token) || token.contains(s.as_str()))
+    );
     assert!(stored.contains(&spark_ota::api::token_hash(&token)));
 
     server.stop().await;

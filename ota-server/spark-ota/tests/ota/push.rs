@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use hyper::StatusCode;
-use spark_proto::{BootSlot, Capabilities, CommandKind, CommandResult, CommandStatus, Hello, Message};
+use spark_proto::{
+    BootSlot, Capabilities, CommandKind, CommandResult, CommandStatus, Hello, Message,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -20,13 +22,23 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn open(addr: std::net::SocketAddr, tls: Arc<rustls::ClientConfig>, firmware: &str) -> Gateway {
+    async fn open(
+        addr: std::net::SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        firmware: &str,
+    ) -> Gateway {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
             .await
             .unwrap();
-        let mut gw = Gateway { stream, buf: BytesMut::new() };
+        let mut gw = Gateway {
+            stream,
+            buf: BytesMut::new(),
+        };
         gw.send(&Message::Hello(Hello {
             max_version: spark_proto::PROTOCOL_VERSION,
             min_version: spark_proto::MIN_PROTOCOL_VERSION,
@@ -62,7 +74,10 @@ impl Gateway {
                     Err(e) => panic!("bad frame from ingest: {e}"),
                 }
                 self.buf.reserve(4096);
-                assert!(self.stream.read_buf(&mut self.buf).await.unwrap() > 0, "ingest closed");
+                assert!(
+                    self.stream.read_buf(&mut self.buf).await.unwrap() > 0,
+                    "ingest closed"
+                );
             }
         })
         .await
@@ -85,7 +100,12 @@ async fn eligible_connected_gateway_gets_update_available_through_ingest() {
     .await
     .unwrap();
     let ingest = spark_ingest::Server::new(
-        spark_ingest::ServerConfig::from_files(&p.server_cert(), &p.server_key(), &p.device_ca_cert()).unwrap(),
+        spark_ingest::ServerConfig::from_files(
+            &p.server_cert(),
+            &p.server_key(),
+            &p.device_ca_cert(),
+        )
+        .unwrap(),
         ingest_store.clone(),
     )
     .unwrap();
@@ -135,9 +155,14 @@ async fn eligible_connected_gateway_gets_update_available_through_ingest() {
     let signed = pki.sign_release(&bundle, "2.0.0");
     let rel = work.path().join("v2.release.json");
     std::fs::write(&rel, signed.to_json()).unwrap();
-    let up = admin.upload(&bundle, &rel, &indicatif::ProgressBar::hidden()).await.unwrap();
+    let up = admin
+        .upload(&bundle, &rel, &indicatif::ProgressBar::hidden())
+        .await
+        .unwrap();
     // Creating the rollout wakes the push task at once (its interval is an hour here).
-    spark_ota::cli::rollout_create(&admin, up.release, Some("push-test"), true).await.unwrap();
+    spark_ota::cli::rollout_create(&admin, up.release, Some("push-test"), true)
+        .await
+        .unwrap();
 
     let command = match gw.recv().await {
         Message::Command(c) => c,
@@ -145,7 +170,11 @@ async fn eligible_connected_gateway_gets_update_available_through_ingest() {
     };
     match &command.kind {
         CommandKind::UpdateAvailable { manifest } => {
-            assert_eq!(manifest, &signed.to_bytes(), "the signed release, wire form");
+            assert_eq!(
+                manifest,
+                &signed.to_bytes(),
+                "the signed release, wire form"
+            );
         }
         other => panic!("expected UpdateAvailable, got {other:?}"),
     }
@@ -171,13 +200,19 @@ async fn eligible_connected_gateway_gets_update_available_through_ingest() {
     assert_eq!(pushes[0]["rollout"], "push-test");
 
     // Another round pushes nothing again (once per device and release).
-    let pusher = spark_ota::push::Pusher::new(server.config.push.as_ref().unwrap(), server.store.clone()).unwrap();
+    let pusher =
+        spark_ota::push::Pusher::new(server.config.push.as_ref().unwrap(), server.store.clone())
+            .unwrap();
     let round = pusher.round().await.unwrap();
     assert!(round.pushed.is_empty(), "{round:?}");
 
     // A gateway not connected to ingest: no push, but polling finds the release.
-    let mut dev = DeviceConn::connect(server.device_addr, pki.device_tls("GW-Q")).await.unwrap();
-    let a = dev.get("/v1/devices/GW-Q/release?current-version=1.0.0", &[]).await;
+    let mut dev = DeviceConn::connect(server.device_addr, pki.device_tls("GW-Q"))
+        .await
+        .unwrap();
+    let a = dev
+        .get("/v1/devices/GW-Q/release?current-version=1.0.0", &[])
+        .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(server.store.pushes().await.unwrap().len(), 1);
 
