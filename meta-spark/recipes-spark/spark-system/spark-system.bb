@@ -1,8 +1,8 @@
 SUMMARY = "Spark gateway integration: users, /data layout, mounts, health gate, trust"
 DESCRIPTION = "Dedicated users and the /data layout for the Spark daemons, the /data and \
                /uboot mounts, the boot health check that gates RAUC's mark-good, the polkit \
-               rule that lets the update agent reboot, and the public trust anchors (release \
-               key, server CA) the daemons verify against."
+               rule that lets the update agent reboot, the public trust anchors (release \
+               key, server CA) the daemons verify against, and their fleet-wide configuration."
 HOMEPAGE = "https://example.invalid/spark"
 BUGTRACKER = "https://example.invalid/spark/issues"
 SECTION = "base"
@@ -15,6 +15,8 @@ SRC_URI = "file://spark-tmpfiles.conf \
            file://50-spark-updated.rules \
            file://data.mount \
            file://uboot.mount \
+           file://meterd.toml \
+           file://uplinkd.toml \
            file://${SPARK_RELEASE_PUB};subdir=spark-trust \
            file://${SPARK_SERVER_CA};subdir=spark-trust \
            "
@@ -41,6 +43,10 @@ do_install() {
     install -m 0644 ${S}/spark-trust/$(basename ${SPARK_SERVER_CA}) ${D}${sysconfdir}/spark/server-ca.pem
     # spark-uplinkd's documented default name for the same CA.
     ln -s server-ca.pem ${D}${sysconfdir}/spark/server-ca.cert.pem
+    # Fleet-wide daemon configuration; per-device settings live on /data/spark (README).
+    install -m 0644 ${S}/meterd.toml ${S}/uplinkd.toml ${D}${sysconfdir}/spark/
+    sed -i -e 's|@SPARK_RADIO@|${SPARK_RADIO}|' ${D}${sysconfdir}/spark/meterd.toml
+    sed -i -e 's|@SPARK_INGEST_ADDRESS@|${SPARK_INGEST_ADDRESS}|' ${D}${sysconfdir}/spark/uplinkd.toml
 }
 
 FILES:${PN} += "${nonarch_libdir}/tmpfiles.d \

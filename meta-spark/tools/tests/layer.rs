@@ -408,6 +408,57 @@ mod system {
         assert!(findings.contains("Unknown key 'ProtectHom'"), "{findings}");
     }
 
+    /// The value of `VAR ??= "value"` in the distro configuration.
+    fn distro_default(var: &str) -> String {
+        let conf = fs::read_to_string(meta_spark().join("conf/distro/spark.conf")).unwrap();
+        conf.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once("??=")?;
+                (k.trim() == var).then(|| v.trim().trim_matches('"').to_owned())
+            })
+            .unwrap_or_else(|| panic!("{var} has no default in spark.conf"))
+    }
+
+    /// The configurations the image ships (with the distro's defaults filled in, as the recipe
+    /// does) and the per-device one the README tells provisioning to write are accepted by the
+    /// daemons' own config parsers.
+    #[test]
+    fn daemon_configs_parse_with_the_daemons_parsers() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = meta_spark().join("recipes-spark/spark-system/files");
+        let fill = |name: &str| {
+            let text = fs::read_to_string(files.join(name))
+                .unwrap()
+                .replace("@SPARK_RADIO@", &distro_default("SPARK_RADIO"))
+                .replace(
+                    "@SPARK_INGEST_ADDRESS@",
+                    &distro_default("SPARK_INGEST_ADDRESS"),
+                );
+            assert!(!text.contains('@'), "{name}: unfilled placeholder");
+            let path = dir.path().join(name);
+            fs::write(&path, text).unwrap();
+            path
+        };
+        let meterd = spark_meterd::Config::load(&fill("meterd.toml")).unwrap();
+        assert_eq!(meterd.data_dir, Path::new("/data/spark-meterd"));
+        spark_uplinkd::Config::load(&fill("uplinkd.toml")).unwrap();
+
+        let readme = fs::read_to_string(meta_spark().join("README.md")).unwrap();
+        let start = readme
+            .find("cat > /data/spark/updated.toml <<'EOF'\n")
+            .expect("README shows updated.toml");
+        let body = &readme[start..];
+        let body = &body[body.find('\n').unwrap() + 1..body.find("   EOF").unwrap()];
+        let text: String = body
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        let path = dir.path().join("updated.toml");
+        fs::write(&path, text).unwrap();
+        let updated = spark_updated::Config::load(&path).unwrap();
+        assert_eq!(updated.device, "bbb-0042");
+    }
+
     /// Writes a system-bus configuration that includes `policies` and listens in `dir`.
     fn bus_config(dir: &Path, policies: &[PathBuf]) -> PathBuf {
         let includes: String = policies
