@@ -77,8 +77,8 @@ pub async fn release_list(c: &AdminClient, json: bool) -> Result<(), ClientError
         return print_json(&list);
     }
     println!(
-        "{:>4}  {:<14} {:<12} {:>12}  {:<16} {:<21} {}",
-        "ID", "COMPATIBLE", "VERSION", "SIZE", "SHA256", "EXPIRES", "STATE"
+        "{:>4}  {:<14} {:<12} {:>12}  {:<16} {:<21} STATE",
+        "ID", "COMPATIBLE", "VERSION", "SIZE", "SHA256", "EXPIRES"
     );
     for r in list {
         let state = match (&r.yanked_at, &r.yank_reason) {
