@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use spark_tls::ServerStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::timeout;
-use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::error::IngestError;
@@ -110,7 +110,6 @@ impl Server {
         // Each connection task holds a sender; recv() returns None once all are gone.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
-        let acceptor = TlsAcceptor::from(self.shared.config.tls.clone());
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, max_connections = self.shared.config.max_connections,
                 "telemetry listener ready");
@@ -140,11 +139,10 @@ impl Server {
                 };
                 let _ = socket.set_nodelay(true);
                 let shared = self.shared.clone();
-                let acceptor = acceptor.clone();
                 let mut shutdown = Shutdown::new(notify_shutdown.subscribe());
                 let done = done_tx.clone();
                 tokio::spawn(async move {
-                    connection(shared, acceptor, socket, peer, &mut shutdown).await;
+                    connection(shared, socket, peer, &mut shutdown).await;
                     drop(permit);
                     drop(done);
                 });
@@ -166,7 +164,6 @@ impl Server {
 /// One connection: the TLS handshake, the gateway's identity from its certificate, the session.
 async fn connection(
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
     socket: TcpStream,
     peer: SocketAddr,
     shutdown: &mut Shutdown,
@@ -175,7 +172,7 @@ async fn connection(
     let stream = tokio::select! {
         biased;
         () = shutdown.recv() => return,
-        r = timeout(handshake_timeout, acceptor.accept(socket)) => match r {
+        r = timeout(handshake_timeout, ServerStream::accept(socket, shared.config.tls.clone())) => match r {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 warn!(%peer, "TLS handshake failed: {e} (unknown CA, expired or missing client \
@@ -190,7 +187,7 @@ async fn connection(
         },
     };
     // The verifier accepted the chain; the gateway is the certificate's CN and nothing else.
-    let gateway = match spark_tls::PeerIdentity::of_server_connection(stream.get_ref().1) {
+    let gateway = match spark_tls::PeerIdentity::of_server_connection(stream.common_state()) {
         Ok(id) => id.common_name,
         Err(e) => {
             warn!(%peer, "client certificate accepted but unusable: {e}; connection closed");

@@ -17,10 +17,8 @@ use spark_proto::{
     Ack, BootSlot, CodecContext, Command, CommandStatus, DecodeError, Event, ExpandError, Header,
     Message, Nack, NackCode, Pong, ReadingsBatch, Roster, Welcome,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use spark_tls::ServerStream;
 use tokio::time::{Instant, timeout};
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, error, info, warn};
 
 use crate::error::StoreError;
@@ -28,8 +26,8 @@ use crate::hub::Registration;
 use crate::server::{Shared, Shutdown};
 use crate::store::{HelloRecord, Item, MAX_TS, MeterIds, meter_id_text};
 
-/// Read size of a connection that drained its socket last time (an idle gateway, mostly).
-const READ_IDLE: usize = 1024;
+/// Socket read size of a connection that drained its socket last time (an idle gateway, mostly).
+const READ_IDLE: usize = 4096;
 /// Read size while data keeps coming: many batches per read, so many per transaction.
 const READ_BURST: usize = 64 * 1024;
 /// Read size before the session is up (Hello, a small frame).
@@ -87,7 +85,7 @@ fn now() -> u64 {
 /// closes the connection.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    stream: TlsStream<TcpStream>,
+    stream: ServerStream,
     peer: SocketAddr,
     gateway: String,
     shutdown: &mut Shutdown,
@@ -183,7 +181,7 @@ fn truncate_utf8(s: &mut String, max: usize) {
 struct Session {
     gateway: String,
     peer: SocketAddr,
-    stream: TlsStream<TcpStream>,
+    stream: ServerStream,
     buf: BytesMut,
     shared: Arc<Shared>,
     codec: CodecContext,
@@ -302,9 +300,10 @@ impl Session {
             Box::pin(self.maybe_touch()).await;
 
             // Read at least the rest of a frame whose header is in. Otherwise: after a read
-            // that filled the buffer more is probably waiting, so read a lot (one transaction
-            // for many batches); after one that drained the socket, read little, so an idle
-            // connection holds 1 KiB rather than 64.
+            // that filled its space more is probably waiting, so read a lot (one transaction
+            // for many batches); after one that drained the socket, read little. Nothing is
+            // reserved before data arrives: an idle connection holds no read buffer at all,
+            // here or in the TLS layer (spark_tls::ServerStream).
             let want = match Header::parse(&self.buf) {
                 Ok(h) => (h.header_len + h.payload_len).saturating_sub(self.buf.len()),
                 Err(_) => 0,
@@ -314,22 +313,20 @@ impl Session {
             } else {
                 want.max(READ_IDLE)
             };
-            if self.buf.is_empty() && self.buf.capacity() > 2 * read_size {
-                self.buf = BytesMut::new(); // give back what a burst or a large frame needed
+            if self.buf.is_empty() {
+                self.buf = BytesMut::new(); // give back what the last frames needed
             }
-            self.buf.reserve(read_size);
-            let spare = self.buf.capacity() - self.buf.len();
             let idle_deadline = self.last_frame + self.shared.config.idle_timeout;
             tokio::select! {
                 biased;
                 _ = shutdown.recv() => return Err(End::Shutdown),
                 _ = inbox.replaced.notified() => return Err(End::Replaced),
                 cmd = inbox.next() => Box::pin(self.deliver(cmd)).await?,
-                r = self.stream.read_buf(&mut self.buf) => match r {
+                r = self.stream.read_buf(&mut self.buf, read_size) => match r {
                     Ok(0) if self.buf.is_empty() => return Err(End::Closed),
                     Ok(0) => return Err(End::bad(format!(
                         "connection closed inside a frame ({} bytes of it received)", self.buf.len()))),
-                    Ok(n) => self.last_read_filled = n >= spare,
+                    Ok(_) => self.last_read_filled = self.stream.read_filled(),
                     Err(e) => return Err(End::Io(e)),
                 },
                 _ = tokio::time::sleep_until(idle_deadline) => return Err(End::Idle),
@@ -343,8 +340,7 @@ impl Session {
             if let Some(m) = self.decode_buffered()? {
                 return Ok(m);
             }
-            self.buf.reserve(READ_MIN);
-            match self.stream.read_buf(&mut self.buf).await {
+            match self.stream.read_buf(&mut self.buf, READ_MIN).await {
                 Ok(0) if self.buf.is_empty() => return Err(End::Closed),
                 Ok(0) => return Err(End::bad("connection closed inside a frame")),
                 Ok(_) => {}
@@ -615,11 +611,12 @@ impl Session {
         let mut out = Vec::new();
         spark_proto::encode(msg, &mut out)
             .map_err(|e| End::bad(format!("cannot encode {}: {e}", msg.message_type())))?;
-        let write = async {
-            self.stream.write_all(&out).await?;
-            self.stream.flush().await
-        };
-        match timeout(self.shared.config.write_timeout, write).await {
+        match timeout(
+            self.shared.config.write_timeout,
+            self.stream.write_all(&out),
+        )
+        .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Io(e)),
             Err(_) => Err(End::WriteTimeout),

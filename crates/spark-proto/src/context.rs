@@ -6,6 +6,7 @@ use crate::batch::{
 };
 use crate::bits::{unzigzag, zigzag};
 use crate::roster::MAX_METERS;
+use std::num::NonZeroU32;
 
 /// One meter reading in plain form: what `spark-meterd` produces and what ingest stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,31 +55,56 @@ pub struct CodecContext {
     pending_sync: bool,
 }
 
-/// What each end remembers of a meter's last reading in this session.
+/// What each end remembers of a meter's last reading in this session: 16 bytes, and
+/// `Option<Track>` too (the niche of `delta`), because ingest keeps one per meter of every
+/// connected gateway.
+///
+/// Both ends store exactly this, so the narrowing below is part of the protocol's state, not a
+/// loss: both derive the same predictions from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Track {
     /// Register, Wh.
     wh: u64,
-    /// Scheduled time of the reading (not its offset time), unix seconds, wrapping.
-    sched: u64,
-    /// `wh` minus the register of the reading scheduled one interval before, if there was one
-    /// and it was not higher.
-    delta: Option<u64>,
+    /// Scheduled time of the reading (not its offset time), unix seconds modulo 2^32. Only
+    /// compared for "exactly one interval later", which modulo 2^32 differs from the full
+    /// comparison only for readings 136 years apart.
+    sched: u32,
+    /// `wh` minus the register of the reading scheduled one interval before, plus one, if
+    /// there was one, it was not higher, and the difference is below `u32::MAX - 1` (4.3 GWh
+    /// in one interval: no meter; such a delta just leaves the next reading unpredicted).
+    /// `u32::MAX` (from [`Track::NO_DELTA`]) means none.
+    delta: NonZeroU32,
 }
 
 impl Track {
+    const NO_DELTA: NonZeroU32 = NonZeroU32::MAX;
+
     /// The previous delta a reading scheduled at `sched` may be predicted from.
     fn prev_delta(t: Option<Track>, sched: u64, secs: u64) -> Option<u64> {
-        t.filter(|t| t.sched.wrapping_add(secs) == sched)
-            .and_then(|t| t.delta)
+        t.filter(|t| t.follows(sched, secs))
+            .filter(|t| t.delta != Self::NO_DELTA)
+            .map(|t| u64::from(t.delta.get() - 1))
+    }
+
+    /// Whether `sched` is exactly one interval of `secs` after this track's reading.
+    fn follows(&self, sched: u64, secs: u64) -> bool {
+        self.sched.wrapping_add(secs as u32) == sched as u32
     }
 
     /// The track after a reading of `wh` scheduled at `sched`.
     fn next(t: Option<Track>, wh: u64, sched: u64, secs: u64) -> Track {
         let delta = t
-            .filter(|t| t.sched.wrapping_add(secs) == sched)
-            .and_then(|t| wh.checked_sub(t.wh));
-        Track { wh, sched, delta }
+            .filter(|t| t.follows(sched, secs))
+            .and_then(|t| wh.checked_sub(t.wh))
+            .and_then(|d| u32::try_from(d).ok())
+            .and_then(|d| d.checked_add(1))
+            .and_then(NonZeroU32::new)
+            .unwrap_or(Self::NO_DELTA);
+        Track {
+            wh,
+            sched: sched as u32,
+            delta,
+        }
     }
 }
 
@@ -350,7 +376,7 @@ impl CodecContext {
         if self.pending_sync && !batch.sync {
             return Err(ExpandError::AwaitingSync { seq: batch.seq });
         }
-        // Work on a copy so a bad batch leaves the context as it was (1000 meters: 32 KB).
+        // Work on a copy so a bad batch leaves the context as it was (1000 meters: 16 KB).
         let mut last = if batch.sync {
             vec![None; self.last.len()]
         } else {
@@ -460,5 +486,62 @@ fn choose_prediction(deltas: &[(u64, Option<u64>)]) -> (Option<u16>, Vec<u64>) {
         (Some(r), scaled)
     } else {
         (None, plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ingest holds one per meter of every connected gateway: keep it at 16 bytes.
+    #[test]
+    fn track_slot_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Track>>(), 16);
+    }
+
+    /// Deltas too large for the packed track (and registers near the top of u64) still round
+    /// trip: they only go unpredicted, on both ends alike.
+    #[test]
+    fn huge_deltas_round_trip_unpredicted() {
+        let (start, secs) = (1_764_115_200u64, 900u32);
+        let steps = [
+            0u64,
+            5,
+            u64::from(u32::MAX) + 7,
+            6,
+            u64::from(u32::MAX) - 1,
+            9,
+            9,
+        ];
+        let mut wh = 1u64 << 40;
+        let mut gw = CodecContext::new(1, 2);
+        let mut cloud = CodecContext::new(1, 2);
+        for (i, step) in steps.iter().enumerate() {
+            wh += step;
+            let t = start + i as u64 * u64::from(secs);
+            let samples = vec![
+                Sample {
+                    meter: 0,
+                    timestamp: t,
+                    wh,
+                },
+                Sample {
+                    meter: 1,
+                    timestamp: t,
+                    wh: u64::MAX - 100 + i as u64,
+                },
+            ];
+            let batch = gw.build_batch(i as u64 + 1, t, secs, &samples).unwrap();
+            assert_eq!(cloud.expand(&batch).unwrap(), samples, "interval {i}");
+        }
+        assert_eq!(
+            Track::prev_delta(Some(Track::next(None, 10, start, 900)), start + 900, 900),
+            None
+        );
+        let t1 = Track::next(None, 10, start, 900);
+        let t2 = Track::next(Some(t1), 15, start + 900, 900);
+        assert_eq!(Track::prev_delta(Some(t2), start + 1800, 900), Some(5));
+        // Not one interval later: no prediction.
+        assert_eq!(Track::prev_delta(Some(t2), start + 2700, 900), None);
     }
 }

@@ -15,10 +15,16 @@
 //! - [`PeerIdentity`]: who the peer is, from its verified certificate. The cloud identifies a
 //!   gateway by its certificate's common name (the serial) and nothing else.
 //!
+//! - [`ServerStream`]: a server connection over rustls' unbuffered API that holds no buffer
+//!   while idle (spark-ingest's thousands of mostly silent gateway connections).
+//!
 //! The crypto provider is ring, as everywhere in Spark ([`provider`]).
 
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod server_stream;
+
+pub use server_stream::ServerStream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -201,8 +207,9 @@ impl PeerIdentity {
         })
     }
 
-    /// The identity of the client on a server connection whose handshake is done.
-    pub fn of_server_connection(conn: &rustls::ServerConnection) -> Result<Self, TlsError> {
+    /// The identity of the client on a server connection whose handshake is done (a
+    /// `rustls::ServerConnection`, or a [`ServerStream`]'s [`ServerStream::common_state`]).
+    pub fn of_server_connection(conn: &rustls::CommonState) -> Result<Self, TlsError> {
         let leaf = conn
             .peer_certificates()
             .and_then(|certs| certs.first())
