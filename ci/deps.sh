@@ -58,9 +58,11 @@ fi
 # venv of its own (tests look for it there, or at $SPARK_SCHEMATHESIS).
 SCHEMATHESIS_VERSION=3.39.16
 venv="${SPARK_VENV:-$HOME/.cache/spark/venv}"
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" \
+  || ! "$venv/bin/pip" show hypothesis 2>/dev/null | grep -qx "Version: 6.115.0"; then
   command -v python3 >/dev/null || { echo "ci/deps.sh: python3 is needed for schemathesis (apt-get install python3 python3-venv)" >&2; exit 1; }
   echo "ci/deps.sh: installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+  # hypothesis pinned too: newer releases break schemathesis 3.x (AttributeError: 'many' object has no attribute 'more').
+  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" "hypothesis==6.115.0"
 fi

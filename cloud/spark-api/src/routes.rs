@@ -170,10 +170,12 @@ async fn problems(request: Request, next: Next) -> Response {
 
 /// Checks the bearer token and the scope the method needs; logs every request with the caller.
 async fn authenticate(State(st): State<AppState>, request: Request, next: Next) -> Response {
-    let needed = if request.method() == Method::GET || request.method() == Method::HEAD {
-        Scope::Read
-    } else {
+    // Only POST changes anything (commands); any other method needs `read`, so a wrong method
+    // with a read token is the router's 405, not a 403.
+    let needed = if request.method() == Method::POST {
         Scope::Command
+    } else {
+        Scope::Read
     };
     let caller = request
         .extensions()

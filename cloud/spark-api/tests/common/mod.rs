@@ -192,7 +192,8 @@ impl TestDb {
                         q = match v {
                             Val::I(n) => q.bind(*n),
                             Val::S(s) => q.bind(s.clone()),
-                            Val::N => q.bind(Option::<i64>::None),
+                            Val::NI => q.bind(Option::<i64>::None),
+                            Val::NT => q.bind(Option::<String>::None),
                         };
                     }
                     q.execute(&mut *tx).await.unwrap();
@@ -244,7 +245,10 @@ impl Drop for TestDb {
 pub enum Val {
     I(i64),
     S(String),
-    N,
+    /// NULL of an integer (time) parameter.
+    NI,
+    /// NULL of a text parameter (PostgreSQL keeps a statement's parameter types).
+    NT,
 }
 
 pub fn s(v: &str) -> Val {
@@ -392,7 +396,7 @@ pub async fn seed(db: &TestDb, days: i64) {
         &[
             vec![
                 s("GW-1"),
-                Val::N,
+                Val::NT,
                 s("outage"),
                 Val::I(T0 + 7200),
                 Val::I(T0 + 9000),
@@ -404,16 +408,16 @@ pub async fn seed(db: &TestDb, days: i64) {
                 s("MTR-2"),
                 s("meter_zero_usage"),
                 Val::I(T0 + 7200),
-                Val::N,
+                Val::NI,
                 Val::I(T0 + 7400),
                 s("{}"),
             ],
             vec![
                 s("GW-2"),
-                Val::N,
+                Val::NT,
                 s("gateway_silent"),
                 Val::I(T0 + 4 * 3600),
-                Val::N,
+                Val::NI,
                 Val::I(T0 + 5 * 3600),
                 s("{}"),
             ],
