@@ -206,7 +206,7 @@ pub struct PgStore {
 const PARTITION_PAST_MONTHS: i64 = 10 * 12;
 const PARTITION_FUTURE_MONTHS: i64 = 2;
 
-/// Rows per multi-row INSERT on SQLite (4 parameters each, well under SQLite's 32766).
+/// Rows per multi-row INSERT on SQLite (5 parameters each, well under SQLite's 32766).
 const SQLITE_ROWS_PER_INSERT: usize = 500;
 
 /// Largest timestamp we store: 9999-12-31T23:59:59Z (PostgreSQL's timestamptz goes further,
@@ -256,6 +256,14 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Our migrations, tolerant of other services' migrations in the same database: sqlx keeps one
+/// `_sqlx_migrations` table per database, and spark-pipeline (versions `8…`) applies its own
+/// there; without `ignore_missing` ingest would refuse to start after the pipeline ran once.
+fn migrator(mut m: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    m.set_ignore_missing(true);
+    m
+}
+
 impl Store {
     /// Opens the database at `url` and applies the migrations. `sqlite://PATH?mode=rwc` (WAL,
     /// `synchronous=FULL`) or `postgres://…` (add `?options[search_path]=SCHEMA` to use a schema).
@@ -277,7 +285,9 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(connect_err)?;
-            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+            migrator(sqlx::migrate!("migrations/sqlite"))
+                .run(&pool)
+                .await?;
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
@@ -305,7 +315,9 @@ impl Store {
                 url: "postgres".into(),
                 source,
             })?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        migrator(sqlx::migrate!("migrations/postgres"))
+            .run(&pool)
+            .await?;
         Ok(Store::Postgres(PgStore {
             pool,
             partitions: Arc::default(),
@@ -873,6 +885,21 @@ impl Store {
             .collect())
     }
 
+    /// How many readings rows each batch sequence number stored for one gateway, by `seq`
+    /// (`readings.seq`, what the data pipeline's cursor follows).
+    pub async fn readings_per_seq(&self, gateway: &str) -> Result<Vec<(u64, u64)>, StoreError> {
+        let sql = "SELECT seq, COUNT(*) FROM readings WHERE gateway = $1 GROUP BY seq ORDER BY seq";
+        let rows: Vec<(i64, i64)> = match self {
+            Store::Sqlite(pool) => sqlx::query_as(sql).bind(gateway).fetch_all(pool).await,
+            Store::Postgres(pg) => sqlx::query_as(sql).bind(gateway).fetch_all(&pg.pool).await,
+        }
+        .op("count readings per seq")?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, n)| (u64_of(seq), u64_of(n)))
+            .collect())
+    }
+
     /// Rows beyond the first sharing one (gateway, meter, ts): 0 unless something stored a
     /// reading twice.
     pub async fn duplicate_readings(&self) -> Result<u64, StoreError> {
@@ -1035,7 +1062,7 @@ async fn commit_sqlite(
             Item::Readings { samples, .. } => {
                 for chunk in samples.chunks(SQLITE_ROWS_PER_INSERT) {
                     let mut qb =
-                        QueryBuilder::new("INSERT INTO readings (gateway, meter_id, ts, wh) ");
+                        QueryBuilder::new("INSERT INTO readings (gateway, meter_id, ts, wh, seq) ");
                     let mut bad = None;
                     qb.push_values(chunk, |mut b, s| {
                         // Ranges were checked by the session; a miss here is a bug, refused below.
@@ -1050,7 +1077,8 @@ async fn commit_sqlite(
                         b.push_bind(gateway)
                             .push_bind(roster_id(roster, s.meter).unwrap_or(""))
                             .push_bind(ts)
-                            .push_bind(wh);
+                            .push_bind(wh)
+                            .push_bind(seq);
                     });
                     if let Some((what, value)) = bad {
                         return Err(StoreError::OutOfRange { what, value });
@@ -1262,6 +1290,7 @@ impl PgStore {
                             roster_id(roster, s.meter).unwrap_or(""),
                             i64_of(s.timestamp, "timestamp")?,
                             i64_of(s.wh, "register")?,
+                            seq,
                         );
                     }
                     out.readings += samples.len();
@@ -1287,7 +1316,9 @@ impl PgStore {
         if copy.rows > 0 {
             // The bulk path: binary COPY inside the same transaction as the (gateway, seq) rows.
             let mut sink = tx
-                .copy_in_raw("COPY readings (gateway, meter_id, ts, wh) FROM STDIN (FORMAT binary)")
+                .copy_in_raw(
+                    "COPY readings (gateway, meter_id, ts, wh, seq) FROM STDIN (FORMAT binary)",
+                )
                 .await
                 .op("start COPY readings")?;
             sink.send(copy.finish()).await.op("COPY readings")?;
@@ -1309,7 +1340,7 @@ impl PgStore {
 }
 
 /// A PostgreSQL binary COPY stream for `readings (gateway text, meter_id text, ts timestamptz,
-/// wh bigint)`: the 19-byte header, per row a field count and length-prefixed big-endian fields,
+/// wh bigint, seq bigint)`: the 19-byte header, per row a field count and length-prefixed big-endian fields,
 /// and the −1 trailer.
 struct CopyBinary {
     buf: Vec<u8>,
@@ -1325,9 +1356,9 @@ impl CopyBinary {
         CopyBinary { buf, rows: 0 }
     }
 
-    fn row(&mut self, gateway: &str, meter_id: &str, ts: i64, wh: i64) {
+    fn row(&mut self, gateway: &str, meter_id: &str, ts: i64, wh: i64, seq: i64) {
         let b = &mut self.buf;
-        b.extend_from_slice(&4i16.to_be_bytes());
+        b.extend_from_slice(&5i16.to_be_bytes());
         for text in [gateway, meter_id] {
             // Lengths are bounded: a CN ≤ 64 bytes, a meter id text ≤ 68.
             b.extend_from_slice(&(text.len() as i32).to_be_bytes());
@@ -1338,6 +1369,9 @@ impl CopyBinary {
         b.extend_from_slice(&((ts - PG_EPOCH_OFFSET) * 1_000_000).to_be_bytes());
         b.extend_from_slice(&8i32.to_be_bytes());
         b.extend_from_slice(&wh.to_be_bytes());
+        // seq: the batch's sequence number, for the data pipeline's cursor.
+        b.extend_from_slice(&8i32.to_be_bytes());
+        b.extend_from_slice(&seq.to_be_bytes());
         self.rows += 1;
     }
 

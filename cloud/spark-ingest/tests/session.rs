@@ -59,6 +59,9 @@ async fn happy_path(kind: Kind) {
     let mut got = stored.clone();
     got.sort();
     assert_eq!(got, expected);
+    // Each row carries the sequence number of its batch (the data pipeline's cursor).
+    let per_seq: Vec<(u64, u64)> = (1..=8).map(|seq| (seq, 200)).collect();
+    assert_eq!(store.readings_per_seq("GW-1").await.unwrap(), per_seq);
     let events = store.events("GW-1").await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, "meter_alarm");
