@@ -887,6 +887,7 @@ async fn schemathesis_finds_no_server_error() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    println!("{text}");
     assert!(out.status.success(), "schemathesis failed:\n{text}");
     // It really ran every operation.
     assert!(
