@@ -259,7 +259,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn serve(config: &Path) -> Result<(), spark_ota::ServeError> {
     let config = spark_ota::Config::load(config)?;
-    if let Some(period) = watchdog_period() {
+    if let Some(period) = spark_daemon::watchdog_period() {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
@@ -268,42 +268,15 @@ async fn serve(config: &Path) -> Result<(), spark_ota::ServeError> {
             }
         });
     }
-    spark_ota::run(config, shutdown(), || {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    })
+    spark_ota::run(
+        config,
+        spark_daemon::shutdown_signal(),
+        spark_daemon::notify_ready,
+    )
     .await
-}
-
-/// Half the systemd watchdog timeout, if the unit has one.
-fn watchdog_period() -> Option<std::time::Duration> {
-    let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec)
-        .then(|| std::time::Duration::from_micros(usec / 2))
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Prints the error with its whole chain of causes.
 fn fail(e: &dyn std::error::Error) -> ExitCode {
-    let mut text = format!("spark-ota: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    eprintln!("{text}");
-    ExitCode::FAILURE
+    spark_daemon::fail("spark-ota", e)
 }
