@@ -336,7 +336,7 @@ async fn bad_input(kind: Kind) {
             "outside",
         ),
         (
-            format!("/v1/meters/MTR-1/readings?from=0&to=99999999999999"),
+            "/v1/meters/MTR-1/readings?from=0&to=99999999999999".to_owned(),
             "outside",
         ),
         (
