@@ -222,10 +222,10 @@ impl Config {
                 path: path.to_owned(),
                 what,
             })?;
-        if let Some(dir) = path.parent() {
-            if config.data_dir.is_relative() {
-                config.data_dir = dir.join(&config.data_dir);
-            }
+        if let Some(dir) = path.parent()
+            && config.data_dir.is_relative()
+        {
+            config.data_dir = dir.join(&config.data_dir);
         }
         Ok(config)
     }

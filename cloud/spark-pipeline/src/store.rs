@@ -117,6 +117,11 @@ pub struct StoredEvent {
     pub data: String,
 }
 
+/// A `pipeline_meters` row as read: (meter, last_ts, last_wh, zero_since, zero_event).
+type MeterTuple = (String, i64, i64, Option<i64>, Option<i64>);
+/// A `grid_events` row as read: (gateway, meter, kind, start, end, data).
+type EventTuple = (String, Option<String>, String, i64, Option<i64>, String);
+
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
@@ -487,12 +492,11 @@ impl Store {
     pub(crate) async fn meters(&self, gateway: &str) -> Result<Vec<MeterRow>, StoreError> {
         let sql = "SELECT meter_id, last_ts, last_wh, zero_since, zero_event FROM pipeline_meters \
                    WHERE gateway = $1";
-        let rows: Vec<(String, i64, i64, Option<i64>, Option<i64>)> =
-            on_pool!(self, |pool| sqlx::query_as(sql)
-                .bind(gateway)
-                .fetch_all(pool)
-                .await)
-            .op("read meter states")?;
+        let rows: Vec<MeterTuple> = on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(gateway)
+            .fetch_all(pool)
+            .await)
+        .op("read meter states")?;
         Ok(rows
             .into_iter()
             .map(
@@ -713,7 +717,7 @@ impl Store {
                 Store::Postgres(_) => "data::text",
             }
         );
-        let rows: Vec<(String, Option<String>, String, i64, Option<i64>, String)> =
+        let rows: Vec<EventTuple> =
             on_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await).op("read events")?;
         let mut out: Vec<StoredEvent> = rows
             .into_iter()
