@@ -1,6 +1,5 @@
-//! Bearer tokens for internal systems, kept in spark-api's own database (not ingest's: sqlx
-//! keeps one migrations table per database, and ingest's migrator refuses versions it does not
-//! know).
+//! Bearer tokens for internal systems, kept in spark-api's token database (by default a SQLite
+//! file of its own; never written into ingest's database unless configured so).
 //!
 //! The token database may also be ingest's database (one PostgreSQL for all cloud services):
 //! the migration versions (9000…) keep clear of ingest's and the pipeline's.
