@@ -319,11 +319,7 @@ pub fn issue_device(
 /// from the dev PKI's **server** CA into `DIR/services/`. Cloud services call each other's
 /// internal APIs with it (spark-ota → spark-ingest's push channel); it comes from the server CA,
 /// not the device CA, so a gateway's certificate can never pass for a service.
-pub fn issue_service(
-    dir: &Path,
-    name: &str,
-    force: bool,
-) -> Result<(PathBuf, PathBuf), KeysError> {
+pub fn issue_service(dir: &Path, name: &str, force: bool) -> Result<(PathBuf, PathBuf), KeysError> {
     validate_serial(name)?;
     let pki = DevPki {
         dir: dir.to_owned(),

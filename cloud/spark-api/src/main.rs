@@ -52,14 +52,14 @@ fn main() -> ExitCode {
         .init();
     let config = match spark_api::Config::load(&args.config) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return spark_daemon::fail("spark-api", &e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => return spark_daemon::fail("spark-api", &e),
     };
     let result = runtime.block_on(async {
         match args.command.unwrap_or(Cmd::Serve) {
@@ -69,24 +69,17 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e.as_ref()),
+        Err(e) => spark_daemon::fail("spark-api", e.as_ref()),
     }
 }
 
 async fn serve(config: spark_api::Config) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(period) = watchdog_period() {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            }
-        });
-    }
-    spark_api::run(config, shutdown(), || {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    })
-    .await?;
+    spark_daemon::spawn_watchdog();
+    let shutdown = async {
+        spark_daemon::shutdown_signal().await;
+        tracing::info!("shutdown requested");
+    };
+    spark_api::run(config, shutdown, spark_daemon::notify_ready).await?;
     Ok(())
 }
 
@@ -132,39 +125,4 @@ async fn token(config: spark_api::Config, cmd: TokenCmd) -> Result<(), Box<dyn s
     }
     tokens.close().await;
     Ok(())
-}
-
-/// Half the systemd watchdog timeout, if the unit has one.
-fn watchdog_period() -> Option<std::time::Duration> {
-    let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec)
-        .then(|| std::time::Duration::from_micros(usec / 2))
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown requested");
-}
-
-/// Prints the error with its whole chain of causes.
-fn fail(e: &dyn std::error::Error) -> ExitCode {
-    let mut text = format!("spark-api: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    eprintln!("{text}");
-    ExitCode::FAILURE
 }

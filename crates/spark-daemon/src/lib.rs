@@ -78,20 +78,26 @@ where
         Err(e) => return fail(name, &e),
     };
     let result = runtime.block_on(async {
-        if let Some(period) = watchdog_period() {
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(period);
-                loop {
-                    tick.tick().await;
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                }
-            });
-        }
+        spawn_watchdog();
         task(Box::pin(shutdown_signal()), notify_ready).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(name, &e),
+    }
+}
+
+/// Pings the systemd watchdog (`WATCHDOG=1`) at half of `WatchdogSec` from a task on the
+/// current tokio runtime, if the unit sets one. For mains that do not use [`run`].
+pub fn spawn_watchdog() {
+    if let Some(period) = watchdog_period() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        });
     }
 }
 

@@ -2,7 +2,8 @@
 //! ingest's push API) is rustls with **mutual** authentication and **pinned** CAs, so the code that
 //! decides what to trust exists once.
 //!
-//! - [`server_config`]: a server certificate chain and key, and a client CA every peer must chain
+//! - [`server_config`] (and [`gateway_server_config`], which picks ChaCha20-Poly1305 for the
+//!   gateways' AES-less CPUs): a server certificate chain and key, and a client CA every peer must chain
 //!   to. Unknown issuers, expired or not-yet-valid client certificates, and missing client
 //!   certificates all fail inside the handshake (rustls' webpki verifier), before a byte of
 //!   application data is read.
@@ -107,14 +108,50 @@ pub fn server_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_with(cert_chain, key, client_ca, provider())
+}
+
+/// [`server_config`] for the endpoint gateways keep connected (spark-ingest's telemetry port):
+/// ChaCha20-Poly1305 is chosen whenever the gateway offers it, whatever the gateway's order.
+///
+/// Why: the BeagleBone's Cortex-A8 has no AES instructions, so ChaCha20-Poly1305 is the
+/// faster cipher on the gateway (software AES-GCM there is bit-sliced NEON, several times
+/// slower per byte), and the gateway's CPU and battery are the scarce ones; the cloud has AES
+/// instructions and cycles to spare. Both are TLS 1.3 AEADs of the same strength.
+pub fn gateway_server_config(
+    cert_chain: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    // Stable sort: ChaCha20 suites first, the rest in ring's order.
+    provider.cipher_suites.sort_by_key(|suite| {
+        !matches!(
+            suite.suite(),
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        )
+    });
+    let mut config = server_config_with(cert_chain, key, client_ca, Arc::new(provider))?;
+    config.ignore_client_order = true;
+    Ok(config)
+}
+
+fn server_config_with(
+    cert_chain: &Path,
+    key: &Path,
+    client_ca: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let roots = Arc::new(load_roots(client_ca)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| TlsError::ClientVerifier {
             path: client_ca.to_owned(),
             reason: e.to_string(),
         })?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert_chain)?, load_key(key)?)?;

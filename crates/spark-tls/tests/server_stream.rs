@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use spark_keys::{DevPki, DevPkiOptions};
-use spark_tls::{PeerIdentity, ServerStream, client_config, server_config};
+use spark_tls::{PeerIdentity, ServerStream, client_config, gateway_server_config, server_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -194,4 +194,41 @@ async fn garbage_and_early_close_are_errors() {
     let err = ServerStream::accept(tcp, server).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
     early.await.unwrap();
+}
+
+/// The gateway-facing config picks ChaCha20-Poly1305 even from a client that lists AES first
+/// (rustls' default order, which uplinkd uses).
+#[tokio::test(flavor = "current_thread")]
+async fn gateway_config_picks_chacha20() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dev_pki(dir.path());
+    let (_, connector) = setup(&pki);
+    let gateway =
+        gateway_server_config(&pki.server_cert(), &pki.server_key(), &pki.device_ca_cert())
+            .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        let mut tls = connect(addr, &connector).await.expect("client handshake");
+        tls.write_all(b"x").await.unwrap();
+        let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest).await.ok();
+        suite
+    });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut stream = ServerStream::accept(tcp, Arc::new(gateway)).await.unwrap();
+    let mut buf = BytesMut::new();
+    read_n(&mut stream, &mut buf, 1).await;
+    stream.shutdown().await.unwrap();
+    let want = rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256;
+    assert_eq!(client.await.unwrap(), want);
+    assert_eq!(
+        stream
+            .common_state()
+            .negotiated_cipher_suite()
+            .unwrap()
+            .suite(),
+        want
+    );
 }

@@ -259,15 +259,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn serve(config: &Path) -> Result<(), spark_ota::ServeError> {
     let config = spark_ota::Config::load(config)?;
-    if let Some(period) = spark_daemon::watchdog_period() {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            }
-        });
-    }
+    spark_daemon::spawn_watchdog();
     spark_ota::run(
         config,
         spark_daemon::shutdown_signal(),
