@@ -222,6 +222,18 @@ impl Session {
         shutdown: &mut Shutdown,
         registration: &mut Option<Registration>,
     ) -> Result<std::convert::Infallible, End> {
+        // Boxed, so the Hello, its records and the Welcome are freed once the session is up
+        // instead of keeping their room in the task for the life of the connection.
+        let inbox = Box::pin(self.open(shutdown, registration)).await?;
+        self.serve_frames(shutdown, inbox).await
+    }
+
+    /// Hello → Welcome: registers the connection and returns its command inbox.
+    async fn open(
+        &mut self,
+        shutdown: &mut Shutdown,
+        registration: &mut Option<Registration>,
+    ) -> Result<Arc<crate::hub::Inbox>, End> {
         let hello_timeout = self.shared.config.hello_timeout;
         let first = tokio::select! {
             biased;
@@ -285,7 +297,16 @@ impl Session {
             last_committed_seq: self.committed,
         })))
         .await?;
+        Ok(inbox)
+    }
 
+    /// Frames until the session ends: decode, handle, commit, Ack, then wait for the socket,
+    /// a command, a replacement, shutdown or the idle timeout.
+    async fn serve_frames(
+        &mut self,
+        shutdown: &mut Shutdown,
+        inbox: Arc<crate::hub::Inbox>,
+    ) -> Result<std::convert::Infallible, End> {
         loop {
             // The work between reads is boxed: the task of an idle connection then carries
             // only the waiting below, not the deepest state of handling a message.
