@@ -7,6 +7,9 @@
 //! 2. `spark-pipeline --until-idle` on the same database: pipeline readings/s (start to exit,
 //!    migrations included), checked: every reading consumed, hourly sums = register deltas.
 
+// The simulated gateway of bench/telemetry, shared as a source file: that crate is a binary, so it
+// cannot be a dependency, and one protocol-level gateway is enough for both benchmarks.
+#[path = "../../telemetry/src/gateway.rs"]
 mod gateway;
 
 use std::path::{Path, PathBuf};
