@@ -446,15 +446,61 @@ async fn release_upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let b64 = headers
-        .get(RELEASE_HEADER)
-        .ok_or(UploadError::MissingManifest)?
-        .as_bytes();
-    let doc = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| UploadError::ManifestEncoding(e.to_string()))?;
-    let uploaded = st.catalog.upload(&doc, body.into_data_stream()).await?;
-    Ok(json_response(StatusCode::CREATED, &uploaded))
+    let mut stream = body.into_data_stream();
+    let result = async {
+        let b64 = headers
+            .get(RELEASE_HEADER)
+            .ok_or(UploadError::MissingManifest)?
+            .as_bytes();
+        let doc = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| UploadError::ManifestEncoding(e.to_string()))?;
+        st.catalog.upload(&doc, &mut stream).await
+    }
+    .await;
+    match result {
+        Ok(uploaded) => Ok(json_response(StatusCode::CREATED, &uploaded)),
+        Err(e) => {
+            drain_refused_upload(&headers, &mut stream, st.catalog.max_bundle_bytes()).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Reads and discards the rest of a refused upload before the error response goes out.
+///
+/// Why: an upload refused on its manifest is answered before its body is read. Closing a socket
+/// with unread bytes makes the kernel send a reset, and the client, still writing, then sees
+/// "connection reset" instead of the 4xx that says what was wrong (a race CI hit). Like nginx's
+/// lingering close, the rest is read, but only up to the bundle size limit and for 30 s at most;
+/// anything bigger or slower is cut off.
+async fn drain_refused_upload<S>(headers: &HeaderMap, stream: &mut S, limit: u64)
+where
+    S: futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return;
+    }
+    let drain = async {
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > limit {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        debug!("refused upload still sending after 30 s: closing the connection");
+    }
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {

@@ -96,6 +96,11 @@ impl Catalog {
         self.blobs.join(sha256_hex)
     }
 
+    /// The largest bundle accepted, in bytes.
+    pub fn max_bundle_bytes(&self) -> u64 {
+        self.max_bundle_bytes
+    }
+
     /// The trusted release keys.
     pub fn release_keys(&self) -> &TrustedKeys {
         &self.release_keys

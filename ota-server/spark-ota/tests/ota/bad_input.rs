@@ -81,6 +81,18 @@ async fn bad_uploads_store_nothing() {
         .to_json();
     let e = refused(&admin, dir, &good_bytes, doc.as_bytes()).await;
     assert!(e.contains("422") && e.contains("unknown key"), "{e}");
+    // The same refusal for a bundle far bigger than the socket buffers: the server answers
+    // before reading the body, so the client only sees the 422 (rather than a reset while
+    // still sending) if the server reads the rest before closing.
+    let big = dir.join("big.raucb");
+    pki.bundle("3.0.0", 6_000_000, &big);
+    let doc = pki
+        .sign_release_with(&big, "3.0.0", &other.pki.release_key(), |_| {})
+        .to_json();
+    for _ in 0..3 {
+        let e = refused(&admin, dir, &std::fs::read(&big).unwrap(), doc.as_bytes()).await;
+        assert!(e.contains("422") && e.contains("unknown key"), "{e}");
+    }
 
     // 6. Manifest altered after signing (version changed in the JSON).
     let doc = pki
