@@ -30,8 +30,8 @@ use tracing::{debug, error, info, warn};
 use crate::catalog::{Catalog, is_sha256_hex};
 use crate::download::{self, Accounting, CountedFile, RangeSpec};
 use crate::error::{StoreError, UploadError};
-use crate::rollouts::{self, Action, RolloutError};
-use crate::store::{CheckIn, Store};
+use crate::rollouts::{Action, CreateRollout, RolloutError, Rollouts};
+use crate::store::{CheckIn, DeviceAttributes, Store};
 
 /// Header carrying the signed release manifest (base64 of the JSON or wire form) on uploads.
 pub const RELEASE_HEADER: &str = "spark-release";
@@ -42,8 +42,10 @@ pub struct AppState {
     pub store: Store,
     pub catalog: Catalog,
     pub accounting: Accounting,
-    /// Wakes the push task (a rollout was created or resumed).
+    /// Wakes the push task (a rollout was created or resumed, a wave opened).
     pub push_wake: Arc<tokio::sync::Notify>,
+    /// The rollout engine's driver.
+    pub rollouts: Arc<Rollouts>,
 }
 
 /// The verified device on a device-API connection (its certificate's CN).
@@ -107,6 +109,8 @@ impl From<RolloutError> for ApiError {
             | RolloutError::Exists(_)
             | RolloutError::BadTransition { .. } => ApiError::Conflict(m),
             RolloutError::BadId(_) => ApiError::BadRequest(m),
+            RolloutError::Invalid(_) => ApiError::Unprocessable(m),
+            RolloutError::Corrupt { .. } => ApiError::Internal(m),
             RolloutError::Store(s) => ApiError::Store(s),
         }
     }
@@ -193,6 +197,7 @@ fn check_in_from_query(query: Option<&str>) -> Result<CheckIn, ApiError> {
             "booted-slot" => c.booted_slot = v,
             "agent-state" => c.agent_state = v,
             "compatible" => c.compatible = v,
+            "hardware-rev" => c.hardware_rev = v,
             // Newer agents may send more; ignore what we do not know.
             _ => {}
         }
@@ -238,9 +243,16 @@ async fn answer_check_in(
             "current-version {v:?} is not a semantic version"
         )));
     }
+    if let Some(h) = &info.hardware_rev
+        && (h.is_empty() || h.len() > 64)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "hardware-rev {h:?} must be 1-64 characters"
+        )));
+    }
     let now = crate::now();
     let record = st.store.check_in(device, info, now).await?;
-    match rollouts::offer_for(&st.store, &record, now).await? {
+    match st.rollouts.offer_for(&record).await? {
         Some(offer) => {
             st.store
                 .set_offered(device, offer.release.id, &offer.rollout, now)
@@ -251,7 +263,7 @@ async fn answer_check_in(
                 .await?
                 .and_then(|r| r.signed)
                 .ok_or_else(|| ApiError::NotFound("release vanished".into()))?;
-            info!(%device, release = offer.release.id, version = %offer.release.version, rollout = %offer.rollout, "check-in: release offered");
+            info!(%device, release = offer.release.id, version = %offer.release.version, rollout = %offer.rollout, wave = offer.wave + 1, "check-in: release offered");
             Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -277,6 +289,19 @@ async fn update_status(
     identity(&report.device, &id)?;
     let outcome = st.store.insert_report(&report, crate::now()).await?;
     info!(%device, seq = report.seq, reason = %report.reason, to = ?report.to, ?outcome, "status report");
+    if outcome == crate::store::ReportOutcome::Stored {
+        // The report is stored (accepted data is never lost); the engine's view follows from it.
+        // Should the engine update fail, the device's next check-in with its running version
+        // still tells the engine the outcome, so the error is logged rather than returned.
+        let offered = st
+            .store
+            .device(&device)
+            .await?
+            .and_then(|d| d.offered_rollout);
+        if let Err(e) = st.rollouts.report(&report, offered.as_deref()).await {
+            error!(%device, seq = report.seq, "status report stored but not applied to its rollout: {e}");
+        }
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -381,8 +406,11 @@ async fn bundle(
 /// POST /v1/releases                 body: bundle; header Spark-Release: base64(signed manifest)
 /// GET  /v1/releases                 GET /v1/releases/{id}        POST /v1/releases/{id}/yank
 /// GET  /v1/devices                  GET /v1/devices/{id}
-/// POST /v1/rollouts {"release":N,"id":"…"}   GET /v1/rollouts   GET /v1/rollouts/{id}
+/// PUT  /v1/devices/{id}/attributes  {"hardware_rev","tags":{"region":"eu"},"time_zone"}
+/// POST /v1/rollouts {"release":N,"id","plan","filter","gates","windows",…}   (rollouts::CreateRollout)
+/// GET  /v1/rollouts   GET /v1/rollouts/{id}   GET /v1/rollouts/{id}/events|devices
 /// POST /v1/rollouts/{id}/pause|resume|abort {"reason":"…"}
+/// POST /v1/rollouts/tick            evaluate gates now (also runs every `tick-secs`)
 /// GET  /v1/data-cost[?by=device]    GET /v1/pushes
 /// ```
 pub fn admin_router(state: AppState) -> Router {
@@ -392,9 +420,17 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/v1/releases/{id}/yank", post(release_yank))
         .route("/v1/devices", get(device_list))
         .route("/v1/devices/{id}", get(device_show))
+        .route(
+            "/v1/devices/{id}/attributes",
+            axum::routing::put(device_attributes).post(device_attributes),
+        )
         .route("/v1/rollouts", post(rollout_create).get(rollout_list))
+        .route("/v1/rollouts/tick", post(rollout_tick))
         .route("/v1/rollouts/{id}", get(rollout_show))
-        .route("/v1/rollouts/{id}/{action}", post(rollout_action))
+        .route(
+            "/v1/rollouts/{id}/{action}",
+            post(rollout_action).get(rollout_detail),
+        )
         .route("/v1/data-cost", get(data_cost))
         .route("/v1/pushes", get(push_list))
         .layer(axum::middleware::from_fn_with_state(
@@ -572,30 +608,75 @@ async fn device_show(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateRollout {
-    release: i64,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    plan: Option<serde_json::Value>,
+async fn device_attributes(
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let a: DeviceAttributes = json_body(&body, "device attributes")?;
+    if id.is_empty() || id.len() > 64 {
+        return Err(ApiError::BadRequest(format!(
+            "device id {id:?} must be 1-64 characters"
+        )));
+    }
+    if let Some(tz) = &a.time_zone {
+        spark_rollout::window::time_zone(Some(tz))
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    if a.hardware_rev.as_deref() == Some("") {
+        return Err(ApiError::BadRequest(
+            "hardware_rev must not be empty; leave it out to keep the stored one".into(),
+        ));
+    }
+    let d = st.store.set_attributes(&id, &a, crate::now()).await?;
+    info!(device = %id, hardware_rev = ?d.hardware_rev, tags = ?d.tags, time_zone = ?d.time_zone, "device attributes set");
+    Ok(json_response(StatusCode::OK, &d))
 }
 
 async fn rollout_create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: CreateRollout = json_body(&body, "rollout")?;
-    let plan = req.plan.map(|p| p.to_string());
-    let r = rollouts::create(&st.store, req.id, req.release, plan, crate::now()).await?;
-    st.push_wake.notify_one();
-    let status = rollouts::status(&st.store, &r.id).await?;
+    let r = st.rollouts.create(&req).await?;
+    let status = st.rollouts.status(&r.id).await?;
     Ok(json_response(StatusCode::CREATED, &status))
+}
+
+async fn rollout_tick(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let report = st.rollouts.tick().await?;
+    let events: Vec<serde_json::Value> = report
+        .events
+        .iter()
+        .map(|(id, e)| serde_json::json!({ "rollout": id, "event": e }))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "events": events, "telemetry_error": report.telemetry_error }),
+    ))
+}
+
+async fn rollout_detail(
+    State(st): State<AppState>,
+    UrlPath((id, what)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    match what.as_str() {
+        "events" => Ok(json_response(
+            StatusCode::OK,
+            &st.rollouts.events(&id).await?,
+        )),
+        "devices" => Ok(json_response(
+            StatusCode::OK,
+            &st.rollouts.devices(&id).await?,
+        )),
+        other => Err(ApiError::NotFound(format!(
+            "no rollout view {other:?}: use events or devices"
+        ))),
+    }
 }
 
 async fn rollout_list(State(st): State<AppState>) -> Result<Response, ApiError> {
     st.accounting.flush(&st.store).await?;
     let mut out = Vec::new();
     for r in st.store.rollouts().await? {
-        out.push(rollouts::status(&st.store, &r.id).await?);
+        out.push(st.rollouts.status(&r.id).await?);
     }
     Ok(json_response(StatusCode::OK, &out))
 }
@@ -607,7 +688,7 @@ async fn rollout_show(
     st.accounting.flush(&st.store).await?;
     Ok(json_response(
         StatusCode::OK,
-        &rollouts::status(&st.store, &id).await?,
+        &st.rollouts.status(&id).await?,
     ))
 }
 
@@ -631,13 +712,10 @@ async fn rollout_action(
     } else {
         json_body(&body, "rollout action")?
     };
-    rollouts::act(&st.store, &id, action, body.reason.as_deref(), crate::now()).await?;
-    if action == Action::Resume {
-        st.push_wake.notify_one();
-    }
+    st.rollouts.act(&id, action, body.reason.as_deref()).await?;
     Ok(json_response(
         StatusCode::OK,
-        &rollouts::status(&st.store, &id).await?,
+        &st.rollouts.status(&id).await?,
     ))
 }
 

@@ -84,6 +84,17 @@ impl AdminClient {
             .await
     }
 
+    /// PUT `body` as JSON to `path`, decoded.
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        self.http
+            .json(Method::PUT, path, &self.headers(), full(body.to_string()))
+            .await
+    }
+
     /// Uploads `bundle` with its signed release manifest `release` (the `.release.json` of
     /// `spark-keys sign-release`), advancing `progress` by the bytes sent.
     pub async fn upload(

@@ -18,6 +18,10 @@
 //! ca = "server-ca.cert.pem"
 //! cert = "services/spark-ota.cert.pem"
 //! key = "services/spark-ota.key.pem"
+//! [rollouts]                           # optional
+//! tick-secs = 5                        # gates evaluated, waves opened this often
+//! clock-factor = 3600                  # demo/simulation only: 1 real second = 1 hour
+//! clock-origin = "2026-11-30T00:00:00Z"
 //! ```
 
 use std::net::SocketAddr;
@@ -48,6 +52,15 @@ struct RawConfig {
     admin_clients: Vec<String>,
     tls: RawTls,
     push: Option<RawPush>,
+    rollouts: Option<RawRollouts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawRollouts {
+    tick_secs: Option<f64>,
+    clock_factor: Option<u32>,
+    clock_origin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +107,42 @@ pub struct PushConfig {
     pub interval: Duration,
 }
 
+/// How rollouts are driven.
+#[derive(Debug, Clone)]
+pub struct RolloutsConfig {
+    /// How often (real time) gates are evaluated and waves opened.
+    pub tick: Duration,
+    /// A time-compressed clock (demos, simulations): real time × factor from `clock_origin`.
+    /// `None`: the real clock.
+    pub clock_factor: Option<u32>,
+    /// Where the compressed clock starts (default: the real time at start-up).
+    pub clock_origin: Option<spark_rollout::jiff::Timestamp>,
+}
+
+impl Default for RolloutsConfig {
+    fn default() -> RolloutsConfig {
+        RolloutsConfig {
+            tick: Duration::from_secs(5),
+            clock_factor: None,
+            clock_origin: None,
+        }
+    }
+}
+
+impl RolloutsConfig {
+    /// The clock these settings ask for.
+    pub fn clock(&self) -> crate::clock::ServerClock {
+        match self.clock_factor {
+            Some(f) if f > 1 => crate::clock::ServerClock::compressed(
+                self.clock_origin
+                    .unwrap_or_else(spark_rollout::jiff::Timestamp::now),
+                f,
+            ),
+            _ => crate::clock::ServerClock::real(),
+        }
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -112,6 +161,7 @@ pub struct Config {
     pub admin_clients: Vec<String>,
     pub tls: TlsFiles,
     pub push: Option<PushConfig>,
+    pub rollouts: RolloutsConfig,
 }
 
 /// Default cap on a bundle upload: 4 GiB (a BeagleBone root filesystem is far smaller).
@@ -178,6 +228,35 @@ impl Config {
                 })
             }
         };
+        let rollouts = match raw.rollouts {
+            None => RolloutsConfig::default(),
+            Some(r) => {
+                let tick = r.tick_secs.unwrap_or(5.0);
+                if !(0.01..=3600.0).contains(&tick) {
+                    return Err(invalid(format!(
+                        "rollouts.tick-secs {tick} must be between 0.01 and 3600"
+                    )));
+                }
+                let clock_origin = match r.clock_origin {
+                    None => None,
+                    Some(t) => Some(t.parse().map_err(|e| {
+                        invalid(format!(
+                            "rollouts.clock-origin {t:?}: {e}; use RFC 3339, e.g. 2026-11-30T00:00:00Z"
+                        ))
+                    })?),
+                };
+                if r.clock_factor == Some(0) {
+                    return Err(invalid(
+                        "rollouts.clock-factor must be at least 1 (1 = real time)".into(),
+                    ));
+                }
+                RolloutsConfig {
+                    tick: Duration::from_secs_f64(tick),
+                    clock_factor: r.clock_factor,
+                    clock_origin,
+                }
+            }
+        };
         Ok(Config {
             listen: raw.listen.unwrap_or_else(|| ([0, 0, 0, 0], 8443).into()),
             admin_listen: raw
@@ -202,6 +281,7 @@ impl Config {
                 admin_ca: raw.tls.admin_ca.map(rel),
             },
             push,
+            rollouts,
         })
     }
 }
@@ -230,6 +310,26 @@ mod tests {
         assert_eq!(c.database, "sqlite:///srv/ota/data/ota.db?mode=rwc");
         assert_eq!(c.listen.port(), 8443);
         assert!(c.push.is_none());
+        assert_eq!(c.rollouts.tick, Duration::from_secs(5));
+        assert_eq!(c.rollouts.clock().factor(), 1);
+    }
+
+    #[test]
+    fn compressed_clock_from_config() {
+        let base = "keyring='k'\nrelease-keys=['r']\n[tls]\ncert='c'\nkey='k'\ndevice-ca='d'\n";
+        let c = Config::parse(
+            &format!("{base}[rollouts]\ntick-secs = 0.5\nclock-factor = 600\nclock-origin = \"2026-11-30T00:00:00Z\"\n"),
+            Path::new("/x/ota.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.rollouts.tick, Duration::from_millis(500));
+        assert_eq!(c.rollouts.clock().factor(), 600);
+        let e = Config::parse(
+            &format!("{base}[rollouts]\nclock-origin = \"monday\"\n"),
+            Path::new("/x/ota.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("clock-origin"), "{e}");
     }
 
     #[test]

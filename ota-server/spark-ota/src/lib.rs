@@ -11,7 +11,9 @@
 //! | [`catalog`] | streamed, verified uploads into the content-addressed blob store |
 //! | [`api`] | device and admin HTTP APIs (axum), errors → statuses |
 //! | [`download`] | Range / ETag / If-Range, byte accounting |
-//! | [`rollouts`] | which release a device gets; the seam for the rollout engine |
+//! | [`rollouts`] | the `spark-rollout` engine wired in: state in the database, check-in decisions, reports, tick |
+//! | [`clock`] | the rollout clock: real, time-compressed, or injected |
+//! | [`telemetry`] | ingest's last-seen times for the telemetry-health gate |
 //! | [`push`] | UpdateAvailable through ingest's push channel |
 //! | [`server`] | TLS listeners, identities, graceful shutdown |
 //! | [`https`], [`client`] | the CLI's admin-API client |
@@ -21,6 +23,7 @@ pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod download;
 pub mod error;
@@ -29,6 +32,7 @@ pub mod push;
 pub mod rollouts;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tokens;
 
 pub use config::Config;

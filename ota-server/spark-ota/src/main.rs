@@ -16,6 +16,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the biggest subcommand does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (device API on `listen`, admin API on `admin-listen`).
@@ -117,9 +119,10 @@ enum ReleaseCmd {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum RolloutCmd {
-    /// Start rolling a release out.
+    /// Start rolling a release out (default: plan `immediate`, gates `fast`).
     Create {
         #[command(flatten)]
         admin: AdminArgs,
@@ -129,6 +132,8 @@ enum RolloutCmd {
         /// Rollout id (default COMPATIBLE-VERSION).
         #[arg(long)]
         id: Option<String>,
+        #[command(flatten)]
+        spec: SpecArgs,
     },
     /// Progress per wave (all rollouts, or one).
     Status {
@@ -160,12 +165,192 @@ enum RolloutCmd {
     },
 }
 
+/// What a rollout does: plan, targets, gates, windows, cap, penalty box.
+#[derive(Debug, Args)]
+struct SpecArgs {
+    /// `weekly` (1%@0d,10%@1d,50%@3d,100%@5d), `fast` (10%@0d,50%@2h,100%@6h), `immediate`
+    /// (100%@0d) or waves like `5%@0d,100%@12h`.
+    #[arg(long)]
+    plan: Option<String>,
+    /// Roll back to this (older) release; its manifest must be signed as an allowed downgrade.
+    #[arg(long)]
+    rollback: bool,
+    /// Only these hardware revisions (repeat for several).
+    #[arg(long = "hardware-rev", value_name = "REV")]
+    hardware_revs: Vec<String>,
+    /// Only devices with this tag (repeat; values of one key are alternatives), e.g. region=eu.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+    /// Only devices whose installed version matches, e.g. ">=1.2, <1.4".
+    #[arg(long, value_name = "REQ")]
+    current_version: Option<String>,
+    /// Gate preset the options below override: weekly or fast (default: by plan).
+    #[arg(long, value_name = "PRESET")]
+    gates: Option<String>,
+    /// Pause when more than this percentage of the devices that reported failed.
+    #[arg(long, value_name = "PCT")]
+    max_failure: Option<String>,
+    /// Reports needed before the rate is judged and the soak starts.
+    #[arg(long, value_name = "N")]
+    min_sample: Option<u32>,
+    /// How long a wave runs after its sample before the next may open (e.g. 4h).
+    #[arg(long, value_name = "DURATION")]
+    soak: Option<String>,
+    /// Telemetry gate: an updated unit silent for this long is silent (e.g. 30m).
+    #[arg(long, value_name = "DURATION")]
+    telemetry_silence: Option<String>,
+    /// Telemetry gate: pause when more than this percentage of updated units are silent.
+    #[arg(long, value_name = "PCT")]
+    max_silent: Option<String>,
+    /// No telemetry-health gate.
+    #[arg(long, conflicts_with_all = ["telemetry_silence", "max_silent"])]
+    no_telemetry_gate: bool,
+    /// A unit not heard from for this long is offline (not waited for, not counted).
+    #[arg(long, value_name = "DURATION")]
+    offline_after: Option<String>,
+    /// An offered unit without a final report after this long frees its slot.
+    #[arg(long, value_name = "DURATION")]
+    install_timeout: Option<String>,
+    /// Maintenance window in each site's local time, e.g. "02:00-05:00" or "sat,sun 22:00-04:00"
+    /// (repeat for several).
+    #[arg(long = "window", value_name = "WINDOW")]
+    windows: Vec<String>,
+    /// At most this many devices updating at once.
+    #[arg(long, value_name = "N")]
+    cap: Option<u32>,
+    /// Penalty box: wait this long after a failure before offering again (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    retry_after: Option<String>,
+    /// Penalty box: failures in a row before a device is held (default 3).
+    #[arg(long, value_name = "N")]
+    max_failures: Option<u32>,
+    /// Penalty box: how long a device is held (default 24h).
+    #[arg(long, value_name = "DURATION")]
+    penalty: Option<String>,
+    /// Tags that stratify wave assignment besides the hardware revision (default region).
+    #[arg(long = "strata", value_name = "TAG")]
+    strata: Vec<String>,
+}
+
+impl SpecArgs {
+    fn request(
+        self,
+        release: i64,
+        id: Option<String>,
+    ) -> Result<spark_ota::rollouts::CreateRollout, String> {
+        use spark_ota::cli::{parse_duration, parse_percent_bp, parse_tag, parse_window};
+        use spark_rollout::{Gates, PenaltyPolicy, TelemetryGate};
+        let dur = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
+        let weekly = self.gates.as_deref() == Some("weekly")
+            || (self.gates.is_none() && self.plan.as_deref() == Some("weekly"));
+        let base = if weekly {
+            Gates::weekly()
+        } else {
+            Gates::fast()
+        };
+        let mut filter = spark_rollout::TargetFilter {
+            hardware_revs: self.hardware_revs,
+            ..Default::default()
+        };
+        for t in &self.tags {
+            let (k, v) = parse_tag(t)?;
+            filter.tags.entry(k).or_default().push(v);
+        }
+        if let Some(req) = &self.current_version {
+            filter.current_version = Some(
+                req.parse()
+                    .map_err(|e| format!("--current-version {req:?}: {e}"))?,
+            );
+        }
+        let telemetry = if self.no_telemetry_gate {
+            Some(None)
+        } else if self.telemetry_silence.is_some() || self.max_silent.is_some() {
+            let b = base.telemetry.clone().unwrap_or(TelemetryGate {
+                max_silence: base.soak,
+                max_silent_bp: 500,
+            });
+            Some(Some(TelemetryGate {
+                max_silence: dur(&self.telemetry_silence)?.unwrap_or(b.max_silence),
+                max_silent_bp: self
+                    .max_silent
+                    .as_deref()
+                    .map(parse_percent_bp)
+                    .transpose()?
+                    .unwrap_or(b.max_silent_bp),
+            }))
+        } else {
+            None
+        };
+        let penalty = if self.retry_after.is_some()
+            || self.max_failures.is_some()
+            || self.penalty.is_some()
+        {
+            let d = PenaltyPolicy::default();
+            Some(PenaltyPolicy {
+                retry_after: dur(&self.retry_after)?.unwrap_or(d.retry_after),
+                max_failures: self.max_failures.unwrap_or(d.max_failures),
+                duration: dur(&self.penalty)?.unwrap_or(d.duration),
+            })
+        } else {
+            None
+        };
+        Ok(spark_ota::rollouts::CreateRollout {
+            release,
+            id,
+            plan: self.plan.map(serde_json::Value::String),
+            kind: if self.rollback {
+                spark_rollout::RolloutKind::Rollback
+            } else {
+                spark_rollout::RolloutKind::Forward
+            },
+            filter,
+            gates: spark_ota::rollouts::GatesRequest {
+                preset: self.gates,
+                max_failure_bp: self
+                    .max_failure
+                    .as_deref()
+                    .map(parse_percent_bp)
+                    .transpose()?,
+                min_sample: self.min_sample,
+                soak: dur(&self.soak)?,
+                telemetry,
+                offline_after: dur(&self.offline_after)?,
+                install_timeout: dur(&self.install_timeout)?,
+            },
+            windows: self
+                .windows
+                .iter()
+                .map(|w| parse_window(w))
+                .collect::<Result<_, _>>()?,
+            concurrency_cap: self.cap,
+            penalty,
+            strata_tags: (!self.strata.is_empty()).then_some(self.strata),
+            starts_at: None,
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum DeviceCmd {
     /// List devices with their version, slot and agent state.
     List {
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Set what rollouts target and stratify by: hardware revision, tags, site time zone.
+    Set {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Device id (its certificate's CN); it need not have checked in yet.
+        id: String,
+        #[arg(long)]
+        hardware_rev: Option<String>,
+        /// Tag (repeat); replaces all of the device's tags, e.g. --tag region=eu --tag site=berlin-3.
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// IANA time zone of the device's site, e.g. Europe/Berlin (for maintenance windows).
+        #[arg(long)]
+        time_zone: Option<String>,
     },
 }
 
@@ -231,8 +416,14 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             }
         },
         Command::Rollout(cmd) => match cmd {
-            RolloutCmd::Create { admin, release, id } => {
-                cli::rollout_create(&client(&admin)?, release, id.as_deref(), admin.json).await?;
+            RolloutCmd::Create {
+                admin,
+                release,
+                id,
+                spec,
+            } => {
+                let req = spec.request(release, id)?;
+                cli::rollout_create_with(&client(&admin)?, &req, admin.json).await?;
             }
             RolloutCmd::Status { admin, id } => {
                 cli::rollout_status(&client(&admin)?, id.as_deref(), admin.json).await?;
@@ -249,6 +440,29 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         },
         Command::Device(DeviceCmd::List { admin }) => {
             cli::device_list(&client(&admin)?, admin.json).await?;
+        }
+        Command::Device(DeviceCmd::Set {
+            admin,
+            id,
+            hardware_rev,
+            tags,
+            time_zone,
+        }) => {
+            let tags = if tags.is_empty() {
+                None
+            } else {
+                Some(
+                    tags.iter()
+                        .map(|t| cli::parse_tag(t))
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+            let attrs = spark_ota::store::DeviceAttributes {
+                hardware_rev,
+                tags,
+                time_zone,
+            };
+            cli::device_set(&client(&admin)?, &id, &attrs, admin.json).await?;
         }
         Command::DataCost { admin, by_device } => {
             cli::data_cost(&client(&admin)?, by_device, admin.json).await?;

@@ -6,8 +6,11 @@
 //! check-in.
 //!
 //! The push task runs every `push.interval-secs` and at once when a rollout is created or
-//! resumed. It asks ingest which gateways are connected (one request), then decides per device
-//! exactly as a check-in would (`rollouts::offer_for`).
+//! resumed or a wave opens. It asks ingest which gateways are connected (one request), then asks
+//! the rollout engine per device exactly as a check-in would (`Rollouts::offer_for`: wave open,
+//! maintenance window, concurrency cap, penalty box, pause), so only devices eligible *now* get
+//! an UpdateAvailable. The engine records the offer (it counts toward the concurrency cap); a
+//! push that does not reach the device is harmless: the device gets the same offer when it polls.
 
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::PushConfig;
 use crate::error::{ClientError, ServeError};
 use crate::https::{HttpsClient, full};
-use crate::rollouts;
+use crate::rollouts::{RolloutError, Rollouts};
 use crate::store::{DeviceRecord, Store};
 
 /// A gateway as ingest's `GET /v1/gateways` shows it (fields we use; others are ignored).
@@ -54,21 +57,21 @@ pub struct PushRound {
 pub struct Pusher {
     client: HttpsClient,
     store: Store,
+    rollouts: Arc<Rollouts>,
     interval: std::time::Duration,
 }
 
 impl Pusher {
-    pub fn new(config: &PushConfig, store: Store) -> Result<Pusher, ServeError> {
-        let tls = spark_tls::client_config(&config.ca, &config.cert, &config.key)?;
-        let client = HttpsClient::new(&config.ingest_url, tls).map_err(|e| {
-            ServeError::Config(crate::error::ConfigError::Invalid {
-                path: "push.ingest-url".into(),
-                reason: e.to_string(),
-            })
-        })?;
+    pub fn new(
+        config: &PushConfig,
+        store: Store,
+        rollouts: Arc<Rollouts>,
+    ) -> Result<Pusher, ServeError> {
+        let client: HttpsClient = crate::telemetry::ingest_client(config)?;
         Ok(Pusher {
             client,
             store,
+            rollouts,
             interval: config.interval,
         })
     }
@@ -101,7 +104,8 @@ impl Pusher {
     /// One round: every connected, eligible device not pushed this release yet gets it.
     pub async fn round(&self) -> Result<PushRound, PushError> {
         let mut out = PushRound::default();
-        if self.store.active_rollouts().await?.is_empty() {
+        let live = self.store.rollouts().await?;
+        if live.iter().all(|r| r.state == "aborted") {
             return Ok(out);
         }
         let gateways: Vec<IngestGateway> = self
@@ -122,7 +126,7 @@ impl Pusher {
                 // ingest learns the running version from the gateway's Hello.
                 device.current_version = gw.firmware_version.clone();
             }
-            let Some(offer) = rollouts::offer_for(&self.store, &device, now).await? else {
+            let Some(offer) = self.rollouts.offer_for(&device).await? else {
                 continue;
             };
             if self.store.pushed(&gw.gateway, offer.release.id).await? {
@@ -192,6 +196,8 @@ pub enum PushError {
     Ingest(#[from] ClientError),
     #[error(transparent)]
     Store(#[from] crate::error::StoreError),
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
     #[error("stored release unusable: {0}")]
     Stored(String),
 }

@@ -23,11 +23,14 @@ use tracing::{info, warn};
 
 use crate::api::{self, AdminIdentity, AppState, DeviceIdentity};
 use crate::catalog::Catalog;
+use crate::clock::ServerClock;
 use crate::config::Config;
 use crate::download::Accounting;
 use crate::error::ServeError;
 use crate::push::Pusher;
+use crate::rollouts::Rollouts;
 use crate::store::Store;
+use crate::telemetry::{IngestTelemetry, TelemetrySource};
 
 /// Connections at once per listener; one more waits for a free slot.
 pub const MAX_CONNECTIONS: usize = 20_000;
@@ -42,6 +45,7 @@ pub struct Server {
     admin_tls: Arc<rustls::ServerConfig>,
     admin_clients: Arc<Vec<String>>,
     pusher: Option<Pusher>,
+    tick: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -80,8 +84,19 @@ fn admin_tls(config: &Config) -> Result<rustls::ServerConfig, ServeError> {
 }
 
 impl Server {
-    /// Opens the database (applying migrations), the blob store, keys and TLS material.
+    /// Opens the database (applying migrations), the blob store, keys and TLS material. Rollouts
+    /// run on the clock the config asks for and read telemetry from ingest when `[push]` is set.
     pub async fn from_config(config: &Config) -> Result<Server, ServeError> {
+        Server::from_config_with(config, None, None).await
+    }
+
+    /// As [`Server::from_config`], with the rollout clock and the telemetry source chosen by the
+    /// caller (`None`: as configured; `Some(None)` for telemetry: none).
+    pub async fn from_config_with(
+        config: &Config,
+        clock: Option<ServerClock>,
+        telemetry: Option<Option<Arc<dyn TelemetrySource>>>,
+    ) -> Result<Server, ServeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -113,14 +128,32 @@ impl Server {
         })?;
         let device_tls =
             spark_tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.device_ca)?;
+        let clock = clock.unwrap_or_else(|| config.rollouts.clock());
+        let telemetry =
+            match telemetry {
+                Some(t) => t,
+                None => match &config.push {
+                    Some(p) => Some(Arc::new(IngestTelemetry::new(p, clock.clone())?)
+                        as Arc<dyn TelemetrySource>),
+                    None => None,
+                },
+            };
+        let push_wake = Arc::new(tokio::sync::Notify::new());
+        let rollouts = Arc::new(Rollouts::new(
+            store.clone(),
+            clock,
+            telemetry,
+            push_wake.clone(),
+        ));
         let state = AppState {
             store: store.clone(),
             catalog,
             accounting: Accounting::default(),
-            push_wake: Arc::new(tokio::sync::Notify::new()),
+            push_wake,
+            rollouts: rollouts.clone(),
         };
         let pusher = match &config.push {
-            Some(p) => Some(Pusher::new(p, store)?),
+            Some(p) => Some(Pusher::new(p, store, rollouts)?),
             None => None,
         };
         Ok(Server {
@@ -129,6 +162,7 @@ impl Server {
             admin_tls: Arc::new(admin_tls(config)?),
             admin_clients: Arc::new(config.admin_clients.clone()),
             pusher,
+            tick: config.rollouts.tick,
         })
     }
 
@@ -179,6 +213,24 @@ impl Server {
                 }
             })
         };
+        let ticker = {
+            let rollouts = state.rollouts.clone();
+            let mut stop = stop_rx.clone();
+            let period = self.tick;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => break,
+                    }
+                    if let Err(e) = rollouts.tick().await {
+                        warn!("rollout tick failed (retried at the next): {e}");
+                    }
+                }
+            })
+        };
         let pusher = self.pusher.map(|p| {
             let wake = state.push_wake.clone();
             tokio::spawn(p.run(wake, stop_rx.clone()))
@@ -189,6 +241,7 @@ impl Server {
         let _ = dev.await;
         let _ = adm.await;
         let _ = flusher.await;
+        let _ = ticker.await;
         if let Some(p) = pusher {
             let _ = p.await;
         }

@@ -5,6 +5,7 @@
 //! The two pools have different types, so each query is written once inside [`on_pool!`], which
 //! expands it for each backend.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -92,6 +93,15 @@ pub struct DeviceRecord {
     pub offered_release: Option<i64>,
     pub offered_rollout: Option<String>,
     pub offered_at: Option<i64>,
+    /// Hardware revision (from check-in or an admin).
+    #[serde(default)]
+    pub hardware_rev: Option<String>,
+    /// Tags such as `site` and `region` (set by an admin).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// IANA time zone of the device's site (set by an admin), for maintenance windows.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 /// What a device told at check-in (all optional: the agent's plain GET poll tells nothing).
@@ -107,6 +117,23 @@ pub struct CheckIn {
     pub agent_state: Option<String>,
     #[serde(default)]
     pub compatible: Option<String>,
+    /// The board's hardware revision (e.g. `rev-c`), if the agent knows it.
+    #[serde(default)]
+    pub hardware_rev: Option<String>,
+}
+
+/// Device attributes an admin sets (`PUT /v1/devices/{id}/attributes`); absent fields keep their
+/// stored value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAttributes {
+    #[serde(default)]
+    pub hardware_rev: Option<String>,
+    /// Replaces the device's tags when given.
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 /// A rollout as stored.
@@ -116,10 +143,36 @@ pub struct RolloutRecord {
     pub release_id: i64,
     pub state: String,
     pub reason: Option<String>,
-    /// The rollout engine's plan and state (JSON), opaque to the server.
+    /// The plan, as text (`10%@0d,50%@2h,100%@6h`).
     pub plan: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Bumped by every write of the engine state (optimistic concurrency).
+    pub revision: i64,
+}
+
+/// A rollout's engine state as stored: the header (JSON `spark_rollout::RolloutHeader`) and one
+/// JSON `spark_rollout::DeviceState` per targeted device.
+#[derive(Debug, Clone)]
+pub struct StoredEngine {
+    pub revision: i64,
+    pub header: Option<String>,
+    pub devices: Vec<(String, String)>,
+}
+
+/// One write of a rollout's engine state.
+#[derive(Debug, Clone)]
+pub struct EngineWrite<'a> {
+    pub id: &'a str,
+    /// The revision the change was computed from; the write fails if another came first.
+    pub revision: i64,
+    pub state: &'a str,
+    pub reason: Option<&'a str>,
+    pub header: &'a str,
+    /// Device rows to upsert.
+    pub devices: &'a [(String, String)],
+    /// Events to append: (engine time, JSON).
+    pub events: &'a [(i64, String)],
 }
 
 /// Bytes served, summed per rollout or per device.
@@ -197,6 +250,13 @@ macro_rules! device_row {
             offered_release: r.try_get("offered_release")?,
             offered_rollout: r.try_get("offered_rollout")?,
             offered_at: r.try_get("offered_at")?,
+            hardware_rev: r.try_get("hardware_rev")?,
+            // Written by this server only (a JSON object); anything else reads as no tags.
+            tags: r
+                .try_get::<Option<String>, _>("tags")?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
+            time_zone: r.try_get("time_zone")?,
         }
     }};
 }
@@ -212,6 +272,7 @@ macro_rules! rollout_row {
             plan: r.try_get("plan")?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
+            revision: r.try_get("revision")?,
         }
     }};
 }
@@ -429,10 +490,11 @@ impl Store {
         info: &CheckIn,
         now: i64,
     ) -> Result<DeviceRecord, StoreError> {
-        let q = "INSERT INTO devices (device, first_seen, last_seen, compatible, current_version, booted_slot, agent_state) VALUES ($1, $2, $2, $3, $4, $5, $6) \
+        let q = "INSERT INTO devices (device, first_seen, last_seen, compatible, current_version, booted_slot, agent_state, hardware_rev) VALUES ($1, $2, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (device) DO UPDATE SET last_seen = $2, \
                  compatible = COALESCE($3, devices.compatible), current_version = COALESCE($4, devices.current_version), \
-                 booted_slot = COALESCE($5, devices.booted_slot), agent_state = COALESCE($6, devices.agent_state) \
+                 booted_slot = COALESCE($5, devices.booted_slot), agent_state = COALESCE($6, devices.agent_state), \
+                 hardware_rev = COALESCE($7, devices.hardware_rev) \
                  RETURNING *";
         let work = async {
             on_pool!(self, p => {
@@ -443,12 +505,45 @@ impl Store {
                     .bind(&info.current_version)
                     .bind(&info.booted_slot)
                     .bind(&info.agent_state)
+                    .bind(&info.hardware_rev)
                     .fetch_one(p)
                     .await?;
                 Ok::<_, sqlx::Error>(device_row!(&r))
             })
         };
         work.await.map_err(StoreError::query("record check-in"))
+    }
+
+    /// Sets the attributes an admin gives (absent ones are kept); registers the device if it
+    /// never checked in, so a rollout created before its first check-in already places it.
+    pub async fn set_attributes(
+        &self,
+        device: &str,
+        a: &DeviceAttributes,
+        now: i64,
+    ) -> Result<DeviceRecord, StoreError> {
+        let tags = a
+            .tags
+            .as_ref()
+            .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "{}".into()));
+        let q = "INSERT INTO devices (device, first_seen, last_seen, hardware_rev, tags, time_zone) VALUES ($1, $2, $2, $3, $4, $5) \
+                 ON CONFLICT (device) DO UPDATE SET hardware_rev = COALESCE($3, devices.hardware_rev), \
+                 tags = COALESCE($4, devices.tags), time_zone = COALESCE($5, devices.time_zone) RETURNING *";
+        let work = async {
+            on_pool!(self, p => {
+                let r = sqlx::query(q)
+                    .bind(device)
+                    .bind(now)
+                    .bind(&a.hardware_rev)
+                    .bind(&tags)
+                    .bind(&a.time_zone)
+                    .fetch_one(p)
+                    .await?;
+                Ok::<_, sqlx::Error>(device_row!(&r))
+            })
+        };
+        work.await
+            .map_err(StoreError::query("set device attributes"))
     }
 
     pub async fn device(&self, device: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -705,6 +800,116 @@ impl Store {
         Ok(out)
     }
 
+    /// Creates a rollout with its engine state (header and device rows) in one transaction.
+    /// False when the id exists.
+    pub async fn insert_rollout_engine(
+        &self,
+        r: &RolloutRecord,
+        header: &str,
+        devices: &[(String, String)],
+        events: &[(i64, String)],
+    ) -> Result<bool, StoreError> {
+        let q = "INSERT INTO rollouts (id, release_id, state, reason, plan, created_at, updated_at, engine, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) ON CONFLICT (id) DO NOTHING";
+        let dev = "INSERT INTO rollout_devices (rollout, device, state) VALUES ($1, $2, $3)";
+        let ev = "INSERT INTO rollout_events (rollout, at, event) VALUES ($1, $2, $3)";
+        let work = async {
+            on_pool!(self, p => {
+                let mut tx = p.begin().await?;
+                let n = sqlx::query(q).bind(&r.id).bind(r.release_id).bind(&r.state).bind(&r.reason).bind(&r.plan).bind(r.created_at).bind(r.updated_at).bind(header)
+                    .execute(&mut *tx).await?.rows_affected();
+                if n == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for (device, state) in devices {
+                    sqlx::query(dev).bind(&r.id).bind(device).bind(state).execute(&mut *tx).await?;
+                }
+                for (at, e) in events {
+                    sqlx::query(ev).bind(&r.id).bind(at).bind(e).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(true)
+            })
+        };
+        work.await.map_err(StoreError::query("create rollout"))
+    }
+
+    /// The revision of a rollout's engine state (cheap: tells whether a cached copy is current).
+    pub async fn rollout_revision(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        let q = "SELECT revision FROM rollouts WHERE id = $1";
+        let r: Result<Option<i64>, sqlx::Error> =
+            on_pool!(self, p => sqlx::query_scalar(q).bind(id).fetch_optional(p).await);
+        r.map_err(StoreError::query("read rollout revision"))
+    }
+
+    /// A rollout's engine state, read in one transaction (a consistent snapshot).
+    pub async fn rollout_engine(&self, id: &str) -> Result<Option<StoredEngine>, StoreError> {
+        let head = "SELECT revision, engine FROM rollouts WHERE id = $1";
+        let dev = "SELECT device, state FROM rollout_devices WHERE rollout = $1";
+        let work = async {
+            on_pool!(self, p => {
+                let mut tx = p.begin().await?;
+                let Some(row) = sqlx::query(head).bind(id).fetch_optional(&mut *tx).await? else {
+                    return Ok(None);
+                };
+                let revision: i64 = row.try_get("revision")?;
+                let header: Option<String> = row.try_get("engine")?;
+                let rows = sqlx::query(dev).bind(id).fetch_all(&mut *tx).await?;
+                let devices = rows
+                    .iter()
+                    .map(|r| Ok((r.try_get("device")?, r.try_get("state")?)))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(Some(StoredEngine { revision, header, devices }))
+            })
+        };
+        work.await.map_err(StoreError::query("read rollout state"))
+    }
+
+    /// Writes a change of a rollout's engine state in one transaction, if its revision is still
+    /// `w.revision` (else nothing is written and false is returned: reload and retry).
+    pub async fn save_rollout_engine(
+        &self,
+        w: &EngineWrite<'_>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let head = "UPDATE rollouts SET engine = $2, state = $3, reason = $4, updated_at = $5, revision = revision + 1 WHERE id = $1 AND revision = $6";
+        let dev = "INSERT INTO rollout_devices (rollout, device, state) VALUES ($1, $2, $3) ON CONFLICT (rollout, device) DO UPDATE SET state = $3";
+        let ev = "INSERT INTO rollout_events (rollout, at, event) VALUES ($1, $2, $3)";
+        let work = async {
+            on_pool!(self, p => {
+                let mut tx = p.begin().await?;
+                let n = sqlx::query(head).bind(w.id).bind(w.header).bind(w.state).bind(w.reason).bind(now).bind(w.revision)
+                    .execute(&mut *tx).await?.rows_affected();
+                if n == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for (device, state) in w.devices {
+                    sqlx::query(dev).bind(w.id).bind(device).bind(state).execute(&mut *tx).await?;
+                }
+                for (at, e) in w.events {
+                    sqlx::query(ev).bind(w.id).bind(at).bind(e).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(true)
+            })
+        };
+        work.await.map_err(StoreError::query("store rollout state"))
+    }
+
+    /// A rollout's events, oldest first: (engine time, JSON).
+    pub async fn rollout_events(&self, id: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let q = "SELECT at, event FROM rollout_events WHERE rollout = $1 ORDER BY id";
+        let work = async {
+            on_pool!(self, p => {
+                let rows = sqlx::query(q).bind(id).fetch_all(p).await?;
+                rows.iter().map(|r| Ok((r.try_get("at")?, r.try_get("event")?))).collect::<Result<Vec<_>, sqlx::Error>>()
+            })
+        };
+        work.await.map_err(StoreError::query("list rollout events"))
+    }
+
     // ---- pushes ----
 
     /// Records a push; false when one was recorded for (device, release) before.
@@ -760,6 +965,8 @@ impl Store {
             "admin_tokens",
             "rollouts",
             "pushes",
+            "rollout_devices",
+            "rollout_events",
         ] {
             let q = format!("SELECT COUNT(*) FROM {t}");
             let n: Result<i64, sqlx::Error> =

@@ -199,13 +199,32 @@ async fn release_lifecycle(kind: Kind) {
     assert_eq!(per_device.len(), 1);
     assert_eq!(per_device[0].key, "GW-1");
 
-    // Pause stops offers at once; resume brings them back; abort ends them.
+    // Pause stops new offers at once (a device not offered yet gets nothing); a device already
+    // updating keeps its offer, so it can finish or resume its download. Resume brings new
+    // offers back; abort ends them.
     spark_ota::cli::rollout_action(&admin, "w48", "pause", Some("looking at failures"))
         .await
         .unwrap();
+    let mut dev4 = DeviceConn::connect(server.device_addr, pki.device_tls("GW-4"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dev4.get("/v1/devices/GW-4/release?current-version=1.0.0", &[])
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         dev.get("/v1/devices/GW-1/release", &[]).await.status,
-        StatusCode::NO_CONTENT
+        StatusCode::OK
+    );
+    let st = spark_ota::cli::rollout_status(&admin, Some("w48"), true)
+        .await
+        .unwrap();
+    assert_eq!(st[0].state, "paused");
+    assert_eq!(
+        st[0].reason.as_deref(),
+        Some("paused by an admin: looking at failures")
     );
     let err = spark_ota::cli::rollout_action(&admin, "w48", "pause", None)
         .await
@@ -224,7 +243,9 @@ async fn release_lifecycle(kind: Kind) {
     assert_eq!(st[0].waves[0].offered, 2, "{st:?}");
     assert_eq!(st[0].bytes_served, served as i64);
 
-    // A failure report puts the device in the penalty box for this release.
+    // A failure report: the device is not offered the release again before the penalty box's
+    // retry time, and 1 failure of a wave of 3 is over the 5 % gate, so the rollout pauses
+    // itself with the reason.
     let a = dev
         .post_json(
             "/v1/devices/GW-1/update-status",
@@ -240,6 +261,19 @@ async fn release_lifecycle(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(st[0].waves[0].failed, 1);
+    assert_eq!(st[0].state, "paused", "{st:?}");
+    let reason = st[0].reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("1 of 1 devices that reported failed"),
+        "{reason}"
+    );
+    match &st[0].phase {
+        Some(spark_rollout::Phase::Paused { reason }) => {
+            assert_eq!(reason.cause.code(), "failure_rate");
+            assert_eq!(reason.wave, Some(0));
+        }
+        other => panic!("expected an automatic pause, got {other:?}"),
+    }
 
     // Yanked: offered to nobody.
     spark_ota::cli::release_yank(&admin, up.release, Some("bad battery driver"))

@@ -196,6 +196,7 @@ pub struct TestServer {
     pub data_dir: tempfile::TempDir,
     pub store: Store,
     pub config: Config,
+    pub rollouts: Arc<spark_ota::rollouts::Rollouts>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -230,9 +231,49 @@ impl TestServer {
     }
 
     pub async fn start_with(text: &str, data_dir: tempfile::TempDir) -> TestServer {
+        TestServer::start_hooked(text, data_dir, None, None).await
+    }
+
+    /// The server's config text for this PKI and database, with `extra` top-level keys.
+    pub fn config_text(pki: &Pki, db: &TestDb, data_dir: &Path, extra: &str) -> String {
+        let p = &pki.pki;
+        format!(
+            r#"
+            data-dir = "{data}"
+            database = "{db}"
+            keyring = "{keyring}"
+            release-keys = ["{release}"]
+            {extra}
+            [tls]
+            cert = "{cert}"
+            key = "{key}"
+            device-ca = "{device_ca}"
+            admin-ca = "{server_ca}"
+            "#,
+            data = data_dir.display(),
+            db = db.url,
+            keyring = p.keyring().display(),
+            release = p.release_pub().display(),
+            cert = p.server_cert().display(),
+            key = p.server_key().display(),
+            device_ca = p.device_ca_cert().display(),
+            server_ca = p.server_ca_cert().display(),
+        )
+    }
+
+    /// The server with an injected rollout clock and telemetry source (`None`: as configured).
+    pub async fn start_hooked(
+        text: &str,
+        data_dir: tempfile::TempDir,
+        clock: Option<spark_ota::clock::ServerClock>,
+        telemetry: Option<Option<Arc<dyn spark_ota::telemetry::TelemetrySource>>>,
+    ) -> TestServer {
         let config = Config::parse(text, &data_dir.path().join("ota.toml")).unwrap();
-        let server = Server::from_config(&config).await.unwrap();
+        let server = Server::from_config_with(&config, clock, telemetry)
+            .await
+            .unwrap();
         let store = server.state.store.clone();
+        let rollouts = server.state.rollouts.clone();
         let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (device_addr, admin_addr) =
@@ -252,6 +293,7 @@ impl TestServer {
             data_dir,
             store,
             config,
+            rollouts,
             stop: Some(stop),
             task: Some(task),
         }

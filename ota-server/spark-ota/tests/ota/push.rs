@@ -200,9 +200,12 @@ async fn eligible_connected_gateway_gets_update_available_through_ingest() {
     assert_eq!(pushes[0]["rollout"], "push-test");
 
     // Another round pushes nothing again (once per device and release).
-    let pusher =
-        spark_ota::push::Pusher::new(server.config.push.as_ref().unwrap(), server.store.clone())
-            .unwrap();
+    let pusher = spark_ota::push::Pusher::new(
+        server.config.push.as_ref().unwrap(),
+        server.store.clone(),
+        server.rollouts.clone(),
+    )
+    .unwrap();
     let round = pusher.round().await.unwrap();
     assert!(round.pushed.is_empty(), "{round:?}");
 
