@@ -312,3 +312,5 @@ async fn release_lifecycle_postgres() {
 mod bad_input;
 #[path = "ota/push.rs"]
 mod push;
+#[path = "ota/rollouts.rs"]
+mod rollouts;
