@@ -150,7 +150,7 @@ async fn run(args: &Args, work: &Path, url: &str, total: u64) -> anyhow::Result<
         &ingest_config,
         format!(
             "listen = \"{addr}\"\ndata-dir = {:?}\ndatabase = {url:?}\nmax-connections = {}\n\
-             [tls]\ncert = {:?}\nkey = {:?}\ndevice-ca = {:?}\n",
+             [pipeline]\nenabled = false\n[tls]\ncert = {:?}\nkey = {:?}\ndevice-ca = {:?}\n",
             work.join("data"),
             args.gateways + 16,
             pki.server_cert(),

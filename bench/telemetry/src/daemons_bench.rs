@@ -114,7 +114,7 @@ async fn start_run(
     std::fs::write(
         &ingest_conf,
         format!(
-            "listen = \"{ingest_addr}\"\ndata-dir = {data:?}\n[tls]\ncert = {cert:?}\nkey = {key:?}\ndevice-ca = {ca:?}\n",
+            "listen = \"{ingest_addr}\"\ndata-dir = {data:?}\n[pipeline]\nenabled = false\n[tls]\ncert = {cert:?}\nkey = {key:?}\ndevice-ca = {ca:?}\n",
             data = work.join("ingest"),
             cert = rig.pki.server_cert(),
             key = rig.pki.server_key(),

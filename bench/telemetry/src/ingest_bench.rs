@@ -94,7 +94,7 @@ async fn start_ingest(
         .unwrap_or_default();
     let config = format!(
         "listen = \"{addr}\"\ndata-dir = {data:?}\n{database}max-connections = {max}\n\
-         [tls]\ncert = {cert:?}\nkey = {key:?}\ndevice-ca = {ca:?}\n",
+         [pipeline]\nenabled = false\n[tls]\ncert = {cert:?}\nkey = {key:?}\ndevice-ca = {ca:?}\n",
         data = work.join("data"),
         cert = pki.server_cert(),
         key = pki.server_key(),

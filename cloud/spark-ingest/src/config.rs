@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::error::ConfigError;
 
 /// Everything the binary reads from its config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
     /// Telemetry listener (gateways, mutual TLS with device certificates).
@@ -49,6 +49,63 @@ pub struct Config {
     /// `last_seen` is written at most this often between commits.
     #[serde(default = "default_last_seen_interval")]
     pub last_seen_interval_secs: u64,
+    /// The data pipeline run in this process (`[pipeline]`): on unless `enabled = false`.
+    #[serde(default)]
+    pub pipeline: EmbeddedPipeline,
+}
+
+/// The `[pipeline]` table: spark-pipeline run in-process beside the ingest server, on the same
+/// database. On by default, so a plain SQLite install computes consumption and grid events
+/// without a second process; `enabled = false` where separate `spark-pipeline` processes do it
+/// (for scale). Every other key is one of spark-pipeline's own (`workers`, `batch-readings`,
+/// `[pipeline.consumption]`, `[pipeline.events]`, ...), with its defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "toml::Table")]
+pub struct EmbeddedPipeline {
+    /// Run the pipeline in this process.
+    pub enabled: bool,
+    /// The pipeline's own PostgreSQL pool (SQLite uses a small fixed pool).
+    pub database_connections: u32,
+    /// Batching and event rules, as in spark-pipeline's config file.
+    pub config: spark_pipeline::PipelineConfig,
+}
+
+impl Default for EmbeddedPipeline {
+    fn default() -> Self {
+        EmbeddedPipeline {
+            enabled: true,
+            database_connections: 8,
+            config: spark_pipeline::PipelineConfig::default(),
+        }
+    }
+}
+
+impl TryFrom<toml::Table> for EmbeddedPipeline {
+    type Error = String;
+
+    /// `enabled` and `database-connections` are ingest's; the rest goes to spark-pipeline's
+    /// [`spark_pipeline::PipelineConfig`] (which refuses unknown keys and checks the values).
+    fn try_from(mut table: toml::Table) -> Result<Self, String> {
+        let mut out = EmbeddedPipeline::default();
+        if let Some(v) = table.remove("enabled") {
+            out.enabled = v
+                .as_bool()
+                .ok_or("`pipeline.enabled` must be true or false")?;
+        }
+        if let Some(v) = table.remove("database-connections") {
+            out.database_connections = v
+                .as_integer()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or("`pipeline.database-connections` must be a positive integer")?;
+        }
+        out.config = spark_pipeline::PipelineConfig::deserialize(toml::Value::Table(table))
+            .map_err(|e| format!("in [pipeline]: {}", e.message()))?;
+        out.config
+            .check()
+            .map_err(|e| format!("in [pipeline]: {e}"))?;
+        Ok(out)
+    }
 }
 
 /// Certificates and CAs.

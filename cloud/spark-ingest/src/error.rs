@@ -92,4 +92,9 @@ pub enum IngestError {
     },
     #[error("cannot read the local address of a listener: {0}")]
     LocalAddr(#[source] std::io::Error),
+    /// The in-process pipeline (`[pipeline]`) could not open its tables.
+    #[error(
+        "cannot start the in-process data pipeline: {0}; fix it, or set `enabled = false` in [pipeline] if separate spark-pipeline processes run it"
+    )]
+    Pipeline(#[source] spark_pipeline::StoreError),
 }

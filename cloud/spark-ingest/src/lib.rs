@@ -8,6 +8,10 @@
 //! push channel: a small internal HTTP API ([`api`]) over mutual TLS with server-CA client
 //! certificates.
 //!
+//! [`run`] also runs the data pipeline ([`spark_pipeline::run`]) on the same database unless the
+//! config's `[pipeline]` table says `enabled = false`: one process computes consumption by
+//! default, separate `spark-pipeline` processes do it at scale.
+//!
 //! In-process use (tests, benchmarks):
 //!
 //! ```no_run
@@ -31,17 +35,19 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tracing::info;
+use tracing::{error, info};
 
-pub use config::{Config, TlsFiles};
+pub use config::{Config, EmbeddedPipeline, TlsFiles};
 pub use error::{ConfigError, IngestError, StoreError};
 pub use hub::Hub;
 pub use server::{Server, ServerConfig};
 pub use store::{Backend, CommandRecord, GatewayInfo, Store, StoredEvent, StoredReading};
 
 /// Runs the service from its config until `shutdown` completes: opens (and migrates) the
-/// database, starts the telemetry listener and, if configured, the internal API, calls `ready`
-/// once both listen, and on shutdown lets every connection finish its in-flight commit.
+/// database, starts the telemetry listener, if configured the internal API, and unless
+/// `[pipeline] enabled = false` the data pipeline on the same database; calls `ready` once all
+/// of them run, and on shutdown lets every connection finish its in-flight commit and the
+/// pipeline commit (or roll back) its batches in flight.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
@@ -65,6 +71,20 @@ pub async fn run(
         u => Store::connect(u).await?,
     };
     info!(backend = ?store.backend(), "database ready");
+    // After ingest's migrations: the pipeline checks ingest's tables, then adds its own.
+    let pipeline_store = if config.pipeline.enabled {
+        let p = spark_pipeline::Store::connect(&url, config.pipeline.database_connections)
+            .await
+            .map_err(IngestError::Pipeline)?;
+        info!(
+            workers = config.pipeline.config.workers,
+            "data pipeline runs in this process"
+        );
+        Some(p)
+    } else {
+        info!("data pipeline not run here (`[pipeline] enabled = false`)");
+        None
+    };
     let mut server_config =
         ServerConfig::from_files(&config.tls.cert, &config.tls.key, &config.tls.device_ca)?;
     server_config.max_connections = config.max_connections;
@@ -107,12 +127,31 @@ pub async fn run(
         ))
     });
     let telemetry = tokio::spawn(server.run(listener, stopped(stop.subscribe())));
+    let pipeline_task = pipeline_store.map(|p| {
+        let (config, stopped) = (config.pipeline.config.clone(), stopped(stop.subscribe()));
+        tokio::spawn(async move {
+            // A pipeline failure (a bug: a batch worker panicked, its batch rolled back) must
+            // not stop gateways from being served: ingest goes on, and says so loudly.
+            match spark_pipeline::run(p.clone(), config, stopped).await {
+                Ok(stats) => info!(?stats, "data pipeline stopped"),
+                Err(e) => error!(
+                    error = %spark_daemon::error_chain(&e),
+                    "the in-process data pipeline stopped; readings are still stored but consumption \
+                     is not computed until spark-ingest is restarted (or a spark-pipeline process runs)"
+                ),
+            }
+            p.close().await;
+        })
+    });
     ready();
     shutdown.await;
     info!("shutdown requested");
     let _ = stop.send(());
     let telemetry_result = telemetry.await;
     if let Some(task) = api_task {
+        let _ = task.await;
+    }
+    if let Some(task) = pipeline_task {
         let _ = task.await;
     }
     store.close().await;

@@ -1,5 +1,6 @@
 //! The `spark-ingest` binary as the README runs it: config file with relative paths, SQLite in
-//! the data dir, a gateway session, the internal API, SIGTERM for a clean stop.
+//! the data dir, a gateway session, the internal API, the in-process data pipeline, SIGTERM for
+//! a clean stop of all of them.
 
 mod common;
 
@@ -39,7 +40,8 @@ async fn binary_runs_from_its_config_and_stops_on_sigterm() {
              internal-clients = [\"spark-ota\"]\n\
              [tls]\n\
              cert = \"server.cert.pem\"\nkey = \"server.key.pem\"\n\
-             device-ca = \"device-ca.cert.pem\"\nserver-ca = \"server-ca.cert.pem\"\n"
+             device-ca = \"device-ca.cert.pem\"\nserver-ca = \"server-ca.cert.pem\"\n\
+             [pipeline]\nbatch-wait-ms = 0\npoll-interval-ms = 20\n"
         ),
     )
     .unwrap();
@@ -85,6 +87,21 @@ async fn binary_runs_from_its_config_and_stops_on_sigterm() {
     assert_eq!(gws["connected"], true);
     assert_eq!(gws["last_committed_seq"], 1);
 
+    // The pipeline runs in the same process: the batch becomes consumption rows.
+    let db = dir.join("data/ingest.db");
+    let db_url = format!("sqlite://{}?mode=rwc", db.display());
+    let pipeline = spark_pipeline::Store::connect(&db_url, 1).await.unwrap();
+    let mut consumed = false;
+    for _ in 0..500 {
+        if pipeline.cursors().await.unwrap() == [("GW-BIN".to_owned(), 1, 40)] {
+            consumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(consumed, "the batch was not consumed; log:\n{}", log_text());
+    pipeline.close().await;
+
     let kill = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()
@@ -102,12 +119,22 @@ async fn binary_runs_from_its_config_and_stops_on_sigterm() {
     let status = status.unwrap_or_else(|| panic!("no exit after SIGTERM; log:\n{}", log_text()));
     assert!(status.success(), "exit {status}; log:\n{}", log_text());
 
-    let db = dir.join("data/ingest.db");
     assert!(db.exists(), "the SQLite file lives in the data dir");
-    let store = spark_ingest::Store::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-        .await
-        .unwrap();
+    let store = spark_ingest::Store::connect(&db_url).await.unwrap();
     assert_eq!(store.reading_count(Some("GW-BIN")).await.unwrap(), 40);
+    // 10 meters × 4 readings 15 minutes apart within hour 0: 3 intervals each.
+    let pipeline = spark_pipeline::Store::connect(&db_url, 1).await.unwrap();
+    let hourly = pipeline.hourly().await.unwrap();
+    assert_eq!(hourly.len(), 10, "{hourly:?}");
+    for (m, (_, meter, _, wh)) in hourly.iter().enumerate() {
+        assert_eq!(meter, &format!("MTR-BIN-{m:04}"));
+        assert_eq!(*wh, 3 * (50 + (m as i64 % 7) * 13), "{meter}");
+    }
+    assert!(
+        log_text().contains("data pipeline stopped"),
+        "{}",
+        log_text()
+    );
 }
 
 #[test]
