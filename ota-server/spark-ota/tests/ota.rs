@@ -314,3 +314,5 @@ mod bad_input;
 mod push;
 #[path = "ota/rollouts.rs"]
 mod rollouts;
+#[path = "ota/sim.rs"]
+mod sim;

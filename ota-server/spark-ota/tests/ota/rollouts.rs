@@ -11,7 +11,7 @@ use spark_ota::clock::ServerClock;
 use spark_ota::rollouts::RolloutStatus;
 use spark_ota::telemetry::{LastSeen, LastSeenFuture, TelemetrySource};
 use spark_rollout::jiff::{SignedDuration, Timestamp};
-use spark_rollout::{Clock, ManualClock, Phase, RolloutEvent};
+use spark_rollout::{ManualClock, Phase, RolloutEvent};
 
 use crate::common::*;
 
@@ -19,10 +19,10 @@ const START: &str = "2026-11-30T00:00:00Z";
 
 /// Telemetry the test controls: devices listed in `online` are seen "now" at every read.
 #[derive(Debug, Default)]
-struct FakeTelemetry {
-    clock: Option<Arc<ManualClock>>,
-    online: Mutex<Vec<String>>,
-    last: Mutex<HashMap<String, Timestamp>>,
+pub struct FakeTelemetry {
+    pub clock: Option<ServerClock>,
+    pub online: Mutex<Vec<String>>,
+    pub last: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl TelemetrySource for FakeTelemetry {
@@ -116,7 +116,7 @@ impl Rig {
         let text =
             TestServer::config_text(pki, db, data_dir.path(), "[rollouts]\ntick-secs = 3600\n");
         let telemetry = Arc::new(FakeTelemetry {
-            clock: Some(clock.clone()),
+            clock: Some(ServerClock::custom(clock.clone())),
             ..FakeTelemetry::default()
         });
         let server = TestServer::start_hooked(
