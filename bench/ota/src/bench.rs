@@ -294,6 +294,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.secs,
             none.connect.as_secs_f64()
         );
+        println!(
+            "  closed loop (each device waits for its answer): latency ≈ devices ÷ rate, the queue at saturation"
+        );
         print_storm("nothing to offer (204)", &none);
         if let Some(o) = &offered {
             print_storm("release offered (200)", o);
