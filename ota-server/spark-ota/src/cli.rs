@@ -170,18 +170,27 @@ pub async fn device_list(c: &AdminClient, json: bool) -> Result<(), ClientError>
         return print_json(&list);
     }
     println!(
-        "{:<16} {:<10} {:<5} {:<16} {:<16} {:<21}",
-        "DEVICE", "VERSION", "SLOT", "STATE", "LAST REASON", "LAST SEEN"
+        "{:<16} {:<10} {:<5} {:<16} {:<16} {:<21} {:<8} {:<20} TAGS",
+        "DEVICE", "VERSION", "SLOT", "STATE", "LAST REASON", "LAST SEEN", "HW", "TIME ZONE"
     );
     for d in list {
+        let tags = d
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         println!(
-            "{:<16} {:<10} {:<5} {:<16} {:<16} {:<21}",
+            "{:<16} {:<10} {:<5} {:<16} {:<16} {:<21} {:<8} {:<20} {}",
             d.device,
             d.current_version.as_deref().unwrap_or("-"),
             d.booted_slot.as_deref().unwrap_or("-"),
             d.agent_state.as_deref().unwrap_or("-"),
             d.last_reason.as_deref().unwrap_or("-"),
-            time_text(d.last_seen)
+            time_text(d.last_seen),
+            d.hardware_rev.as_deref().unwrap_or("-"),
+            d.time_zone.as_deref().unwrap_or("-"),
+            if tags.is_empty() { "-" } else { &tags }
         );
     }
     Ok(())

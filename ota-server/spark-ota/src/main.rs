@@ -486,3 +486,77 @@ async fn serve(config: &Path) -> Result<(), spark_ota::ServeError> {
 fn fail(e: &dyn std::error::Error) -> ExitCode {
     spark_daemon::fail("spark-ota", e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_create_flags_become_the_request() {
+        let cli = Cli::try_parse_from([
+            "spark-ota",
+            "rollout",
+            "create",
+            "--ca",
+            "ca.pem",
+            "--token",
+            "t",
+            "--release",
+            "3",
+            "--id",
+            "w48",
+            "--plan",
+            "weekly",
+            "--hardware-rev",
+            "rev-c",
+            "--tag",
+            "region=eu",
+            "--tag",
+            "region=us",
+            "--current-version",
+            ">=1.0, <2.0",
+            "--max-failure",
+            "2.5",
+            "--min-sample",
+            "30",
+            "--soak",
+            "2h",
+            "--no-telemetry-gate",
+            "--window",
+            "sat,sun 02:00-05:00",
+            "--cap",
+            "50",
+            "--retry-after",
+            "30m",
+            "--strata",
+            "site",
+        ])
+        .unwrap();
+        let Command::Rollout(RolloutCmd::Create {
+            release, id, spec, ..
+        }) = cli.command
+        else {
+            panic!("parsed as another command")
+        };
+        let req = serde_json::to_value(spec.request(release, id).unwrap()).unwrap();
+        assert_eq!(req["release"], 3);
+        assert_eq!(req["id"], "w48");
+        assert_eq!(req["plan"], "weekly");
+        assert_eq!(req["filter"]["hardware_revs"][0], "rev-c");
+        assert_eq!(
+            req["filter"]["tags"]["region"],
+            serde_json::json!(["eu", "us"])
+        );
+        assert_eq!(req["filter"]["current_version"], ">=1.0, <2.0");
+        assert_eq!(req["gates"]["max_failure_bp"], 250);
+        assert_eq!(req["gates"]["min_sample"], 30);
+        assert_eq!(req["gates"]["soak"], "PT2H");
+        assert!(req["gates"]["telemetry"].is_null());
+        assert!(req["gates"].as_object().unwrap().contains_key("telemetry"));
+        assert_eq!(req["windows"][0]["days"], serde_json::json!(["sat", "sun"]));
+        assert_eq!(req["concurrency_cap"], 50);
+        assert_eq!(req["penalty"]["retry_after"], "PT30M");
+        assert_eq!(req["penalty"]["max_failures"], 3);
+        assert_eq!(req["strata_tags"], serde_json::json!(["site"]));
+    }
+}

@@ -551,7 +551,7 @@ impl Rollouts {
             .ok_or_else(|| RolloutError::NotFound(id.to_owned()))?;
         let Some(header) = stored.header else {
             return Err(corrupt(
-                "it was created before the rollout engine; abort it in the database and create a new rollout".into(),
+                "it was created before the rollout engine (and aborted by migration 3); create a new rollout".into(),
             ));
         };
         let header: RolloutHeader =
@@ -1041,6 +1041,32 @@ impl Rollouts {
             .release(record.release_id)
             .await?
             .ok_or(RolloutError::ReleaseNotFound(record.release_id))?;
+        let bytes_served = self
+            .store
+            .data_cost(false)
+            .await?
+            .into_iter()
+            .find(|c| c.key == id)
+            .map_or(0, |c| c.bytes);
+        if record.revision == 0 {
+            // Made before the engine (never written by it; migration 3 aborted it): what the
+            // table still says.
+            return Ok(RolloutStatus {
+                id: record.id,
+                state: record.state,
+                reason: record.reason,
+                release: release.id,
+                compatible: release.compatible,
+                version: release.version,
+                waves: Vec::new(),
+                bytes_served,
+                plan: record.plan.unwrap_or_default(),
+                kind: "forward".into(),
+                phase: None,
+                gates: None,
+                now: Some(self.clock.now()),
+            });
+        }
         let telemetry = self.telemetry_snapshot();
         let (waves, phase, plan, kind, gates, now) = self
             .with_rollout(id, |r, now| {
@@ -1062,13 +1088,6 @@ impl Rollouts {
                 ))
             })
             .await?;
-        let bytes_served = self
-            .store
-            .data_cost(false)
-            .await?
-            .into_iter()
-            .find(|c| c.key == id)
-            .map_or(0, |c| c.bytes);
         Ok(RolloutStatus {
             id: record.id,
             state: state_name(&phase).to_owned(),

@@ -660,5 +660,23 @@ async fn bad_rollout_requests_are_refused() {
     assert!(err.to_string().contains("400"), "{err}");
     assert!(rig.server.store.rollouts().await.unwrap().is_empty());
     assert!(rig.server.store.device("GW-X").await.unwrap().is_none());
+
+    // A rollout row from before the engine (as migration 3 leaves it) still lists.
+    let legacy = spark_ota::store::RolloutRecord {
+        id: "old".into(),
+        release_id: rig.release,
+        state: "aborted".into(),
+        reason: Some("created before the rollout engine; create a new rollout".into()),
+        plan: None,
+        created_at: 0,
+        updated_at: 0,
+        revision: 0,
+    };
+    assert!(rig.server.store.insert_rollout(&legacy).await.unwrap());
+    let list: Vec<RolloutStatus> = rig.admin.get("/v1/rollouts").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].state, "aborted");
+    assert!(list[0].waves.is_empty());
+    assert!(rig.tick().await.is_empty());
     rig.stop().await;
 }
