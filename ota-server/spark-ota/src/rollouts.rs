@@ -828,8 +828,11 @@ impl Rollouts {
                 .with_rollout(&rollout.id, |r, now| {
                     let before = r.device(&info.id).cloned();
                     let d = r.check_in(&info, now);
-                    let after = r.device(&info.id);
-                    let changed = after.is_some() && after != before.as_ref();
+                    let changed = check_in_changed(
+                        before.as_ref(),
+                        r.device(&info.id),
+                        r.spec().gates.offline_after / 10,
+                    );
                     Ok((
                         d,
                         Change {
@@ -1133,6 +1136,34 @@ impl Rollouts {
             ))
         })
         .await
+    }
+}
+
+/// Whether a check-in changed the device's state enough to be written. A device polling while
+/// it waits (for its wave, a window, the cap) changes only its `last_check_in`, which matters to
+/// the gates at the scale of `offline_after` (it decides who is online): that alone is written at
+/// most once per `refresh` (a tenth of `offline_after`), which spares a write per poll. This node
+/// keeps the newer time in its cache either way.
+fn check_in_changed(
+    before: Option<&spark_rollout::DeviceState>,
+    after: Option<&spark_rollout::DeviceState>,
+    refresh: SignedDuration,
+) -> bool {
+    match (before, after) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(b), Some(a)) => {
+            let mut same = b.clone();
+            same.last_check_in = a.last_check_in;
+            if same != *a {
+                return true;
+            }
+            match (b.last_check_in, a.last_check_in) {
+                (Some(then), Some(now)) => now.duration_since(then) >= refresh,
+                (None, Some(_)) => true,
+                _ => false,
+            }
+        }
     }
 }
 
