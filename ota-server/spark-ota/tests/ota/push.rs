@@ -199,6 +199,22 @@ async fn eligible_connected_gateway_gets_update_available_through_ingest() {
     assert_eq!(pushes[0]["command"], command.id as i64);
     assert_eq!(pushes[0]["rollout"], "push-test");
 
+    // The rollout tick reads the telemetry gate's last-seen times from the real ingest (its
+    // internal API with this service's certificate): GW-P, connected, is seen.
+    let tick = server.rollouts.tick().await.unwrap();
+    assert!(tick.telemetry_error.is_none(), "{tick:?}");
+    let source = spark_ota::telemetry::IngestTelemetry::new(
+        server.config.push.as_ref().unwrap(),
+        spark_ota::clock::ServerClock::real(),
+    )
+    .unwrap();
+    let seen = spark_ota::telemetry::TelemetrySource::last_seen(&source)
+        .await
+        .unwrap();
+    let at = seen.get("GW-P").expect("GW-P's last-seen from ingest");
+    let age = spark_rollout::jiff::Timestamp::now().duration_since(*at);
+    assert!(age.as_secs() < 600, "last seen {age:#} ago");
+
     // Another round pushes nothing again (once per device and release).
     let pusher = spark_ota::push::Pusher::new(
         server.config.push.as_ref().unwrap(),
