@@ -340,6 +340,10 @@ pub struct Health {
     pub uptime_secs: i64,
     pub rssi_dbm: i64,
     pub meters_seen: i64,
+    /// Bytes the gateway sent and received on its cloud link during the UTC day of `ts`
+    /// (cellular data used today); `null` from gateways on protocol version 1.
+    #[serde(default)]
+    pub bytes_used_today: Option<i64>,
 }
 
 const GATEWAY_COLUMNS: &str = "SELECT g.gateway, EPOCH(g.first_seen), EPOCH(g.last_seen), \

@@ -37,6 +37,7 @@ async fn endpoints(kind: Kind) {
     );
     assert_eq!(gw1["health"]["ts"], T0 + 1200);
     assert_eq!(gw1["health"]["free_data_kib"], 524288);
+    assert_eq!(gw1["health"]["bytes_used_today"], 1234567);
     assert!(all["items"][1]["health"].is_null());
     let p1 = c.get("/v1/gateways?limit=1", &token).await.json();
     assert_eq!(p1["items"][0]["gateway"], "GW-1");

@@ -1012,6 +1012,23 @@ fn event_fields(kind: &EventKind) -> (&'static str, Option<u32>, serde_json::Val
                 "free_data_kib": free_data_kib, "rssi_dbm": rssi_dbm, "meters_seen": meters_seen,
             }),
         ),
+        // Protocol 2's health: the same `health` row, plus the day's cellular data use.
+        EventKind::Health2 {
+            uptime_secs,
+            queue_len,
+            free_data_kib,
+            rssi_dbm,
+            meters_seen,
+            bytes_used_today,
+        } => (
+            "health",
+            None,
+            serde_json::json!({
+                "uptime_secs": uptime_secs, "queue_len": queue_len,
+                "free_data_kib": free_data_kib, "rssi_dbm": rssi_dbm, "meters_seen": meters_seen,
+                "bytes_used_today": bytes_used_today,
+            }),
+        ),
         EventKind::MeterAlarm { meter_index, code } => (
             "meter_alarm",
             Some(meter_index),

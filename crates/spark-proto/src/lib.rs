@@ -48,6 +48,7 @@
 //!                                       | rssi_dbm i8 | meters_seen u32
 //!                          0x02 MeterAlarm: meter_index u32 | code u16
 //!                          0x03 MeterLost: meter_index u32
+//!                          0x04 Health2 (protocol ≥ 2): Health's fields | bytes_used_today u64
 //! 0x0a Command        C→G  id u64 | kind u8 | kind fields
 //!                          0x01 UpdateAvailable: manifest blob(≤64 KiB, signed release manifest, opaque)
 //!                          0x02 SetConfig: config_version u32 | config blob(≤64 KiB)

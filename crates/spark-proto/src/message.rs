@@ -19,7 +19,12 @@ pub const MAX_MANIFEST_LEN: usize = 64 * 1024;
 pub const MAX_CONFIG_LEN: usize = 64 * 1024;
 
 /// Protocol versions this build speaks, negotiated by [`Hello`]/[`Welcome`].
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// - 1: the first version.
+/// - 2: adds [`EventKind::Health2`] (health with the link's bytes used today). A gateway sends
+///   it only when the session's version is ≥ 2 ([`EventKind::for_version`]); everything else is
+///   as in version 1.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
@@ -248,6 +253,49 @@ pub enum EventKind {
     /// The radio lost contact with a meter for longer than the configured limit.
     #[deku(id = 0x03)]
     MeterLost { meter_index: u32 },
+    /// [`EventKind::Health`] plus the cellular data the gateway used today (protocol version
+    /// ≥ 2; on a version-1 session it is sent as `Health`, see [`EventKind::for_version`]).
+    #[deku(id = 0x04)]
+    Health2 {
+        uptime_secs: u32,
+        /// Messages waiting in the durable outgoing queue.
+        queue_len: u32,
+        /// Free space on `/data`, KiB.
+        free_data_kib: u32,
+        /// Cellular signal strength, dBm.
+        rssi_dbm: i8,
+        /// Meters heard from in the last schedule period.
+        meters_seen: u32,
+        /// Bytes sent plus received on the cloud link during the UTC day of the event's `time`
+        /// (gateway clock): TLS records, handshakes included, as written to and read from the
+        /// TCP socket; IP and TCP headers are not counted.
+        bytes_used_today: u64,
+    },
+}
+
+impl EventKind {
+    /// The form of this event a session of protocol `version` can carry: [`EventKind::Health2`]
+    /// becomes [`EventKind::Health`] (without `bytes_used_today`) below version 2, since a
+    /// version-1 peer would refuse the unknown kind and close the connection.
+    pub fn for_version(self, version: u16) -> EventKind {
+        match self {
+            EventKind::Health2 {
+                uptime_secs,
+                queue_len,
+                free_data_kib,
+                rssi_dbm,
+                meters_seen,
+                ..
+            } if version < 2 => EventKind::Health {
+                uptime_secs,
+                queue_len,
+                free_data_kib,
+                rssi_dbm,
+                meters_seen,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Cloud → gateway: do something. The gateway answers with [`CommandResult`] carrying the same id.

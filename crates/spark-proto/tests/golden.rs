@@ -123,6 +123,21 @@ fn samples() -> Vec<(&'static str, Message)> {
             }),
         ),
         (
+            "event_health2",
+            Message::Event(Event {
+                seq: 47,
+                time: t0 + 62,
+                kind: EventKind::Health2 {
+                    uptime_secs: 86_460,
+                    queue_len: 3,
+                    free_data_kib: 511_000,
+                    rssi_dbm: -85,
+                    meters_seen: 999,
+                    bytes_used_today: 1_234_567,
+                },
+            }),
+        ),
+        (
             "event_meter_alarm",
             Message::Event(Event {
                 seq: 46,
@@ -344,5 +359,35 @@ fn golden_batch_expands() {
             timestamp: t0 + 1800,
             wh: 3
         }
+    );
+}
+
+/// Protocol version 2 added `Health2`; a version-1 session carries it as `Health`, and the
+/// version-1 vector (`event_health.bin`) still decodes to `Health`.
+#[test]
+fn health2_on_a_version_1_session() {
+    let h2 = EventKind::Health2 {
+        uptime_secs: 86_400,
+        queue_len: 2,
+        free_data_kib: 512_000,
+        rssi_dbm: -87,
+        meters_seen: 998,
+        bytes_used_today: 1 << 20,
+    };
+    let h1 = EventKind::Health {
+        uptime_secs: 86_400,
+        queue_len: 2,
+        free_data_kib: 512_000,
+        rssi_dbm: -87,
+        meters_seen: 998,
+    };
+    assert_eq!(h2.clone().for_version(1), h1);
+    assert_eq!(h2.clone().for_version(2), h2);
+    assert_eq!(h1.clone().for_version(2), h1);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let (old, _) = decode(&std::fs::read(dir.join("event_health.bin")).unwrap()).unwrap();
+    assert!(
+        matches!(&old, Message::Event(Event { kind, .. }) if *kind == h1),
+        "{old:?}"
     );
 }

@@ -629,14 +629,16 @@ fn version_negotiation() {
         capabilities: Capabilities::default(),
         roster_version: 0,
     };
-    assert_eq!(hello(1, 1).negotiate(), Some(PROTOCOL_VERSION));
+    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(hello(1, 1).negotiate(), Some(1), "a version-1 gateway");
+    assert_eq!(hello(1, 2).negotiate(), Some(2));
     assert_eq!(
         hello(1, 9).negotiate(),
         Some(PROTOCOL_VERSION),
         "a newer gateway talks our version"
     );
     assert_eq!(
-        hello(2, 9).negotiate(),
+        hello(3, 9).negotiate(),
         None,
         "a gateway that dropped our version"
     );

@@ -166,6 +166,33 @@ fn message() -> impl Strategy<Value = Message> {
                     })
                 }
             ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<(u32, u32, u32, i8, u32)>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(
+                    seq,
+                    time,
+                    (uptime_secs, queue_len, free_data_kib, rssi_dbm, meters_seen),
+                    bytes_used_today,
+                )| {
+                    Message::Event(Event {
+                        seq,
+                        time,
+                        kind: EventKind::Health2 {
+                            uptime_secs,
+                            queue_len,
+                            free_data_kib,
+                            rssi_dbm,
+                            meters_seen,
+                            bytes_used_today,
+                        },
+                    })
+                }
+            ),
         (any::<u64>(), any::<u64>(), any::<u32>(), any::<u16>()).prop_map(
             |(seq, time, meter_index, code)| Message::Event(Event {
                 seq,

@@ -19,6 +19,7 @@ use crate::queue::Queue;
 use crate::service::{self, Status};
 use crate::store::StoreError;
 use crate::tls::{self, TlsSetupError};
+use crate::usage::LinkUsage;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,10 @@ pub async fn run(
     conn.request_name(spark_dbus::UPLINK1_NAME).await?;
 
     let counters = Arc::new(Counters::default());
+    let usage = Arc::new(Mutex::new(LinkUsage::load(
+        &config.data_dir,
+        crate::pull::unix_now(),
+    )));
     let (tunables_tx, tunables_rx) = watch::channel(tunables);
     let (results_tx, results_rx) = mpsc::channel(32);
     let commands = Commands::new(
@@ -94,6 +99,8 @@ pub async fn run(
         tunables: tunables_rx.clone(),
         data_dir: config.data_dir.clone(),
         started: Instant::now(),
+        counters: counters.clone(),
+        usage: usage.clone(),
     };
     let link = Link {
         tls,
@@ -119,7 +126,7 @@ pub async fn run(
         tokio::spawn(puller.run(stop_rx.clone())),
         tokio::spawn(link.run(stop_rx.clone())),
         tokio::spawn(publish_counters(
-            counters,
+            counters.clone(),
             queue,
             status_tx,
             stop_rx.clone(),
@@ -134,6 +141,15 @@ pub async fn run(
         // Each task checks the stop flag at every wait; the bound only guards against a stuck
         // fsync holding the shutdown forever.
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    // Keep today's data use for the next start.
+    let mut u = usage.lock().unwrap_or_else(|p| p.into_inner());
+    u.update(
+        crate::pull::unix_now(),
+        counters.sent() + counters.received(),
+    );
+    if let Err(e) = u.save() {
+        tracing::warn!(error = %e, "cannot save today's link usage; the next start counts from the last health event");
     }
     Ok(())
 }

@@ -14,6 +14,7 @@
 //! - [`config`] — the TOML config and the settings the cloud may change;
 //! - [`entry`], [`roster`], [`queue`] — what is stored on `/data` and the durability rules;
 //! - [`pull`] — readings and Health events into the queue;
+//! - [`usage`] — today's bytes on the cloud link, for the Health event;
 //! - [`link`] — the session with the cloud, reconnects, keepalive;
 //! - [`commands`] — cloud commands forwarded over D-Bus;
 //! - [`service`] — `io.spark.Uplink1`;
@@ -31,6 +32,7 @@ pub mod roster;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod usage;
 
 pub use config::Config;
 pub use daemon::{DaemonError, run};

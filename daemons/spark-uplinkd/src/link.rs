@@ -238,7 +238,7 @@ impl Link {
         loop {
             // Fill the window.
             let sent_any = self
-                .fill(&mut w, &mut ctx, &mut next, acked, parked)
+                .fill(&mut w, &mut ctx, &mut next, acked, parked, welcome.version)
                 .await?;
             if sent_any && expect_since.is_none() {
                 expect_since = Some(Instant::now());
@@ -409,6 +409,7 @@ impl Link {
         next: &mut u64,
         acked: u64,
         parked: &mut Option<u64>,
+        version: u16,
     ) -> Result<bool, SessionError> {
         let mut sent = false;
         loop {
@@ -429,7 +430,8 @@ impl Link {
                     Ok(Entry::Event(e)) => Message::Event(Event {
                         seq,
                         time: e.time,
-                        kind: e.kind,
+                        // Queued in the newest form; a protocol-1 cloud gets the older one.
+                        kind: e.kind.for_version(version),
                     }),
                     Ok(Entry::Readings(r)) => {
                         let roster_version = self.lock().roster().version();

@@ -17,8 +17,10 @@ use spark_proto::EventKind;
 use tokio::sync::watch;
 
 use crate::config::Tunables;
+use crate::counting::Counters;
 use crate::queue::Queue;
 use crate::store::free_kib;
+use crate::usage::LinkUsage;
 
 /// Most `Fetch` calls in one pull: 4096 × 2048 readings is far beyond a month of a full roster,
 /// and the next window continues where this one stopped.
@@ -36,6 +38,9 @@ pub struct Puller {
     pub tunables: watch::Receiver<Tunables>,
     pub data_dir: PathBuf,
     pub started: Instant,
+    /// The cloud link's byte counters and today's total from them (Health's `bytes_used_today`).
+    pub counters: Arc<Counters>,
+    pub usage: Arc<Mutex<LinkUsage>>,
 }
 
 impl Puller {
@@ -188,15 +193,26 @@ impl Puller {
     fn health(&self) {
         let uptime = system_uptime().unwrap_or_else(|| self.started.elapsed());
         let free = free_kib(&self.data_dir);
+        let now = unix_now();
+        let bytes_used_today = {
+            let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            let today = u.update(now, self.counters.sent() + self.counters.received());
+            if let Err(e) = u.save() {
+                tracing::warn!(error = %e, "cannot save today's link usage; a restart would count from an older figure");
+            }
+            today
+        };
         let mut q = self.lock();
-        let kind = EventKind::Health {
+        // Health2 is queued; the link sends it as Health to a protocol-1 cloud.
+        let kind = EventKind::Health2 {
             uptime_secs: u32::try_from(uptime.as_secs()).unwrap_or(u32::MAX),
             queue_len: u32::try_from(q.depth()).unwrap_or(u32::MAX),
             free_data_kib: free,
             rssi_dbm: RSSI_UNKNOWN,
             meters_seen: q.take_meters_seen(),
+            bytes_used_today,
         };
-        match q.append_event(unix_now(), kind) {
+        match q.append_event(now, kind) {
             Ok(seq) => {
                 drop(q);
                 tracing::debug!(seq, "health event queued");

@@ -86,6 +86,13 @@ async fn every_reading_arrives_exactly_once_and_uplink1_reports_it() {
             .any(|e| e.kind == "health")
     })
     .await;
+    // Protocol 2's health carries today's cellular data use, counted on the TLS socket: at
+    // least the handshake (certificates both ways) and the batches already sent.
+    let events = cloud.store.events(SERIAL).await.unwrap();
+    let health = events.iter().rfind(|e| e.kind == "health").unwrap();
+    let data: serde_json::Value = serde_json::from_str(&health.data).unwrap();
+    let used = data["bytes_used_today"].as_u64().unwrap_or(0);
+    assert!(used > 1000, "bytes_used_today in {}", health.data);
     uplink.stop().await;
     meters.stop().await;
 }

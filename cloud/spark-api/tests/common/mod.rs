@@ -318,9 +318,16 @@ pub async fn seed(db: &TestDb, days: i64) {
         &rows,
     )
     .await;
+    // The older event as a protocol-1 gateway sends it, the latest with protocol 2's
+    // bytes_used_today.
     let data = |q: i64| {
+        let used = if q == 3 {
+            r#","bytes_used_today":1234567"#
+        } else {
+            ""
+        };
         format!(
-            r#"{{"uptime_secs":3600,"queue_len":{q},"free_data_kib":524288,"rssi_dbm":-71,"meters_seen":3}}"#
+            r#"{{"uptime_secs":3600,"queue_len":{q},"free_data_kib":524288,"rssi_dbm":-71,"meters_seen":3{used}}}"#
         )
     };
     let ev = match db.kind {
