@@ -385,7 +385,15 @@ impl ServerStream {
                     self.read_filled = n >= spare;
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The readiness was stale (tokio clears it only on WouldBlock), so this is
+                    // where an idle connection goes back to waiting, possibly for minutes: give
+                    // the room just reserved back first, or every idle connection keeps 4 KiB.
+                    if self.incoming.is_empty() {
+                        self.incoming = Vec::new();
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }

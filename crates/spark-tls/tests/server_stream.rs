@@ -87,6 +87,16 @@ async fn exchanges_data_identifies_the_client_and_holds_nothing_when_idle() {
     assert_eq!(&buf[5..], &big[..]);
     // Everything received was handed out: no ciphertext or plaintext buffer is kept.
     assert_eq!(stream.buffered_capacity(), 0);
+    // Nor while waiting for more from a quiet peer (an idle connection's state for minutes: a
+    // read pending in a select!, here cancelled by the timeout). The socket's readiness is
+    // stale after the reads above, so the wait starts with a read that finds nothing.
+    let idle = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        stream.read_buf(&mut buf, 4096),
+    )
+    .await;
+    assert!(idle.is_err(), "the client sends nothing until it has its echo");
+    assert_eq!(stream.buffered_capacity(), 0);
     stream.write_all(&big).await.unwrap();
     stream.write_all(b"bye").await.unwrap();
     assert_eq!(stream.buffered_capacity(), 0);
