@@ -95,7 +95,10 @@ async fn exchanges_data_identifies_the_client_and_holds_nothing_when_idle() {
         stream.read_buf(&mut buf, 4096),
     )
     .await;
-    assert!(idle.is_err(), "the client sends nothing until it has its echo");
+    assert!(
+        idle.is_err(),
+        "the client sends nothing until it has its echo"
+    );
     assert_eq!(stream.buffered_capacity(), 0);
     stream.write_all(&big).await.unwrap();
     stream.write_all(b"bye").await.unwrap();
