@@ -116,10 +116,10 @@ fn config_for_events() -> PipelineConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_postgres() {
-    kill9(Kind::Postgres, 40_000).await;
+    kill9(Kind::Postgres, 20_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_sqlite() {
-    kill9(Kind::Sqlite, 15_000).await;
+    kill9(Kind::Sqlite, 8_000).await;
 }
