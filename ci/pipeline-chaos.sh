@@ -3,7 +3,7 @@
 # spark-pipeline binary is killed with SIGKILL at random points while 1 000 000 readings arrive
 # (PostgreSQL, 8 gateways x 100 meters), restarted each time; at the end the hourly and daily
 # aggregates must equal the offline reference computed from the raw rows, and the events those
-# of an uninterrupted run. CI runs the same test with 40 000 readings.
+# of an uninterrupted run. CI runs the same test with 20 000 readings.
 #
 #   ci/pipeline-chaos.sh [READINGS] [postgres|sqlite]     (default 1000000 postgres)
 #
