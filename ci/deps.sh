@@ -22,6 +22,7 @@ packages=(
   mtools dosfstools fdisk       # FAT partition without loop mounts, sfdisk
   python3-venv                  # the venv for kas and oelint-adv below
   systemd                       # systemd-analyze verify of the daemon units
+  chromium        # spark-ota's dashboard test loads the pages in headless Chromium
 )
 
 missing=()

@@ -10,6 +10,7 @@
 //! | [`store`] | SQLite / PostgreSQL through sqlx, migrations |
 //! | [`catalog`] | streamed, verified uploads into the content-addressed blob store |
 //! | [`api`] | device and admin HTTP APIs (axum), errors → statuses |
+//! | [`dashboard`] | server-rendered HTML pages for people on the admin listener |
 //! | [`download`] | Range / ETag / If-Range, byte accounting |
 //! | [`rollouts`] | the `spark-rollout` engine wired in: state in the database, check-in decisions, reports, tick |
 //! | [`clock`] | the rollout clock: real, time-compressed, or injected |
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod download;
 pub mod error;
 pub mod https;

@@ -176,7 +176,8 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = self.state.clone();
         let device_app = api::device_router(state.clone());
-        let admin_app = api::admin_router(state.clone());
+        let admin_app =
+            api::admin_router(state.clone()).merge(crate::dashboard::router(state.clone()));
         let device_acceptor = TlsAcceptor::from(self.device_tls.clone());
         let admin_acceptor = TlsAcceptor::from(self.admin_tls.clone());
         let admin_clients = self.admin_clients.clone();

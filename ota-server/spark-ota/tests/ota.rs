@@ -310,6 +310,8 @@ async fn release_lifecycle_postgres() {
 
 #[path = "ota/bad_input.rs"]
 mod bad_input;
+#[path = "ota/dashboard.rs"]
+mod dashboard;
 #[path = "ota/push.rs"]
 mod push;
 #[path = "ota/rollouts.rs"]
