@@ -554,7 +554,7 @@ async fn rollout(State(st): State<AppState>, UrlPath(id): UrlPath<String>) -> Pa
     if let Some(g) = &r.gates {
         let telemetry = match &g.telemetry {
             Some(t) => format!(
-                "updated units silent for over {} must stay under {}",
+                "updated units silent for over {:#} must stay under {}",
                 t.max_silence,
                 rate_text(Some(t.max_silent_bp))
             ),
@@ -564,7 +564,7 @@ async fn rollout(State(st): State<AppState>, UrlPath(id): UrlPath<String>) -> Pa
             "Gates",
             "gates",
             esc(&format!(
-                "failure rate at most {} of devices that reported, sample of {}, soak {}, offline after {}, telemetry gate: {telemetry}",
+                "failure rate at most {} of devices that reported, sample of {}, soak {:#}, offline after {:#}, telemetry gate: {telemetry}",
                 rate_text(Some(g.max_failure_bp)),
                 g.min_sample,
                 g.soak,
@@ -573,7 +573,7 @@ async fn rollout(State(st): State<AppState>, UrlPath(id): UrlPath<String>) -> Pa
         );
     }
     if let Some(now) = r.now {
-        fact("Rollout clock", "now", esc(&now.to_string()));
+        fact("Rollout clock", "now", esc(&instant(now)));
     }
     b.push_str("</dl><h2>Waves</h2>");
     b.push_str(
@@ -622,11 +622,11 @@ fn wave_row(b: &mut String, i: usize, w: &WaveStatus) {
 fn event_text(e: &spark_rollout::RolloutEvent) -> String {
     use spark_rollout::RolloutEvent as E;
     match e {
-        E::WaveOpened { wave, at } => format!("{at}: wave {} opened", wave + 1),
-        E::SoakStarted { wave, at } => format!("{at}: wave {} soaking", wave + 1),
-        E::WavePassed { wave, at } => format!("{at}: wave {} passed", wave + 1),
-        E::Done { at } => format!("{at}: done"),
-        E::Paused { reason } => format!("{}: paused: {reason}", reason.at),
+        E::WaveOpened { wave, at } => format!("{}: wave {} opened", instant(*at), wave + 1),
+        E::SoakStarted { wave, at } => format!("{}: wave {} soaking", instant(*at), wave + 1),
+        E::WavePassed { wave, at } => format!("{}: wave {} passed", instant(*at), wave + 1),
+        E::Done { at } => format!("{}: done", instant(*at)),
+        E::Paused { reason } => format!("{}: paused: {reason}", instant(reason.at)),
     }
 }
 
@@ -726,6 +726,11 @@ fn time_text(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// An engine timestamp to the second (UTC).
+fn instant(t: spark_rollout::jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// Basis points as a percentage with two decimals; a dash before any report.
 fn rate_text(bp: Option<u32>) -> String {
     match bp {
@@ -769,7 +774,7 @@ header .brand{font-weight:700;color:#fff;margin-right:1rem}header form{margin-le
 main{padding:1rem 1.2rem}
 table{border-collapse:collapse;background:#fff;width:100%;font-size:.9rem}
 th,td{border-bottom:1px solid #e2e5ea;padding:.35rem .5rem;text-align:left;vertical-align:middle}
-th{background:#eef0f4}
+th{background:#eef0f4}td.share,td.failure-rate,td.bytes{white-space:nowrap}
 .bar{display:flex;width:10rem;height:.8rem;background:#e2e5ea;border-radius:3px;overflow:hidden}
 .bar .ok{background:#2e9d58}.bar .bad{background:#d23c3c}.bar .busy{background:#e8a317}
 .state{padding:.05rem .4rem;border-radius:3px;font-weight:600;font-size:.85rem}
