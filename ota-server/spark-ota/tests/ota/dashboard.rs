@@ -380,6 +380,77 @@ async fn dashboard_pages_in_headless_chromium() {
     assert!(wrong.contains("Unknown admin token"), "{wrong}");
     assert!(!wrong.contains("GW-D1"));
 
+    // The session at the HTTP level: the cookie's flags, the API ignores it, no open redirect.
+    let http = spark_ota::https::HttpsClient::new(
+        &url,
+        rustls::ClientConfig::builder_with_provider(spark_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(spark_tls::load_roots(&pki.pki.server_ca_cert()).unwrap())
+            .with_no_client_auth(),
+    )
+    .unwrap();
+    let form = format!("token={token}&next=https%3A%2F%2Fevil.example%2Fui");
+    let answer = http
+        .send(
+            hyper::Method::POST,
+            "/ui/login",
+            &[("content-type", "application/x-www-form-urlencoded".into())],
+            spark_ota::https::full(form),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_owned();
+    assert_eq!(session, format!("{}={token}", spark_ota::dashboard::COOKIE));
+    let body = http_body_util::BodyExt::collect(answer.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains(r#"content="0;url=/ui""#), "{body}");
+    assert!(!body.contains("evil.example"));
+    let (status, _) = http
+        .call(
+            hyper::Method::GET,
+            "/v1/releases",
+            &[("cookie", session.clone())],
+            spark_ota::https::full(""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the JSON API takes no cookie"
+    );
+    let (status, _) = http
+        .call(
+            hyper::Method::GET,
+            "/v1/nope",
+            &[],
+            spark_ota::https::full(""),
+        )
+        .await
+        .unwrap();
+    // Mounting the pages left the admin listener's other paths behind its authentication.
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, page) = http
+        .call(
+            hyper::Method::GET,
+            "/ui/rollouts/no-such",
+            &[("cookie", session)],
+            spark_ota::https::full(""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&page).contains("There is no rollout"));
+
     // Keep the screenshot for a person to look at when asked to.
     if let Ok(keep) = std::env::var("SPARK_OTA_DASHBOARD_SHOT") {
         std::fs::copy(&shot, PathBuf::from(keep)).unwrap();
