@@ -152,10 +152,13 @@ impl Accounting {
 }
 
 /// The file bytes of one response, counted as they are handed to hyper; the count goes to the
-/// accounting when the body ends or is dropped (client gone).
+/// accounting when the last chunk is handed over or the body is dropped (client gone).
 pub struct CountedFile {
     inner: ReaderStream<tokio::io::Take<tokio::fs::File>>,
+    /// Bytes handed to hyper and not yet added to the accounting.
     sent: u64,
+    /// Bytes of the response not yet handed to hyper.
+    left: u64,
     key: Key,
     accounting: Accounting,
 }
@@ -179,6 +182,7 @@ impl CountedFile {
         Ok(CountedFile {
             inner: ReaderStream::with_capacity(file.take(len), CHUNK),
             sent: 0,
+            left: len,
             key,
             accounting,
         })
@@ -193,6 +197,14 @@ impl Stream for CountedFile {
         let next = Pin::new(&mut this.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &next {
             this.sent += chunk.len() as u64;
+            this.left = this.left.saturating_sub(chunk.len() as u64);
+            // Counted when the last chunk goes to hyper, before the client can have all of it:
+            // hyper drops the body only after it has written it, so counting on drop let a
+            // report asked for right after a download miss that download (a CI race).
+            if this.left == 0 {
+                this.accounting
+                    .add(&this.key, std::mem::take(&mut this.sent), 0);
+            }
         }
         next
     }
@@ -200,7 +212,9 @@ impl Stream for CountedFile {
 
 impl Drop for CountedFile {
     fn drop(&mut self) {
-        self.accounting.add(&self.key, self.sent, 0);
+        if self.sent > 0 {
+            self.accounting.add(&self.key, self.sent, 0);
+        }
     }
 }
 

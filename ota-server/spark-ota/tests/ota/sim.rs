@@ -278,19 +278,25 @@ fn check_good(f: &Figures) {
     assert!(f.paused.is_none(), "{:?}", f.paused);
     assert_eq!(f.status.state, "done", "{:?}", f.status);
     assert_eq!(f.opened.len(), 3);
+    // One second of real time, in simulated seconds: on a loaded 2-core CI machine the tick or a
+    // device's poll may run that late, and the compressed clock multiplies it (×3600: an hour).
+    let slack = i64::from(f.factor);
     for (_, at, planned) in &f.opened {
         assert!(*at >= *planned, "opened before its time");
         // A wave opens at its offset, or when the previous one passed (sample + soak) if that
         // is later; devices poll every 30 minutes, so the sample may come up to that late.
         assert!(
-            at.as_secs() - planned.as_secs() <= 30 * 60,
+            at.as_secs() - planned.as_secs() <= 30 * 60 + slack,
             "opened {at:#}, planned {planned:#}"
         );
     }
     let updated: u64 = f.status.waves.iter().map(|w| w.updated).sum();
     assert_eq!(updated as usize, f.devices - f.offline);
     let done = f.done_at.unwrap();
-    assert!(done <= SignedDuration::from_hours(8), "done at {done:#}");
+    assert!(
+        done <= SignedDuration::from_hours(8) + SignedDuration::from_secs(slack),
+        "done at {done:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
