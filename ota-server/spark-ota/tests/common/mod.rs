@@ -91,6 +91,23 @@ impl Pki {
         std::fs::remove_file(image).unwrap();
     }
 
+    /// Builds a 20 kB bundle of `version` in `dir`, signs its release manifest and uploads both.
+    pub async fn upload_release(
+        &self,
+        admin: &AdminClient,
+        dir: &Path,
+        version: &str,
+    ) -> spark_ota::catalog::Uploaded {
+        let bundle = dir.join(format!("{version}.raucb"));
+        self.bundle(version, 20_000, &bundle);
+        let rel = dir.join(format!("{version}.release.json"));
+        std::fs::write(&rel, self.sign_release(&bundle, version).to_json()).unwrap();
+        admin
+            .upload(&bundle, &rel, &indicatif::ProgressBar::hidden())
+            .await
+            .unwrap()
+    }
+
     /// A release manifest for `bundle`, signed with this PKI's release key.
     pub fn sign_release(&self, bundle: &Path, version: &str) -> SignedRelease {
         self.sign_release_with(bundle, version, &self.pki.release_key(), |_| {})

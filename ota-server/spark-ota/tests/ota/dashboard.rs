@@ -154,14 +154,7 @@ async fn dashboard_pages_in_headless_chromium() {
     let work = tempfile::tempdir().unwrap();
 
     // A release of 2.0.0.
-    let bundle = work.path().join("v2.raucb");
-    pki.bundle("2.0.0", 20_000, &bundle);
-    let rel = work.path().join("v2.release.json");
-    std::fs::write(&rel, pki.sign_release(&bundle, "2.0.0").to_json()).unwrap();
-    let up = admin
-        .upload(&bundle, &rel, &indicatif::ProgressBar::hidden())
-        .await
-        .unwrap();
+    let up = pki.upload_release(&admin, work.path(), "2.0.0").await;
     let sha = up.sha256.clone();
 
     // Five registered devices; one site name is markup, which must show as text.

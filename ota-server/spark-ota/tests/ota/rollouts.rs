@@ -71,14 +71,7 @@ impl Rig {
         let (server, telemetry) = Rig::server(&pki, &db, &clock).await;
         let admin = server.admin(&pki).await;
         let work = tempfile::tempdir().unwrap();
-        let bundle = work.path().join("v2.raucb");
-        pki.bundle("2.0.0", 20_000, &bundle);
-        let rel = work.path().join("v2.release.json");
-        std::fs::write(&rel, pki.sign_release(&bundle, "2.0.0").to_json()).unwrap();
-        let up = admin
-            .upload(&bundle, &rel, &indicatif::ProgressBar::hidden())
-            .await
-            .unwrap();
+        let up = pki.upload_release(&admin, work.path(), "2.0.0").await;
         let rig = Rig {
             pki,
             db,

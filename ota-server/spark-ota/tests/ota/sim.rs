@@ -66,14 +66,7 @@ async fn run(n: usize, offline_pct: usize, fail_pct: usize, factor: u32, kind: K
     .await;
     let admin = server.admin(&pki).await;
     let work = tempfile::tempdir().unwrap();
-    let bundle = work.path().join("v2.raucb");
-    pki.bundle("2.0.0", 20_000, &bundle);
-    let rel = work.path().join("v2.release.json");
-    std::fs::write(&rel, pki.sign_release(&bundle, "2.0.0").to_json()).unwrap();
-    let up = admin
-        .upload(&bundle, &rel, &indicatif::ProgressBar::hidden())
-        .await
-        .unwrap();
+    let up = pki.upload_release(&admin, work.path(), "2.0.0").await;
 
     // The fleet: 3 hardware revisions × 5 regions, registered with site time zones.
     let regions = spark_rollout::sim::REGIONS;
