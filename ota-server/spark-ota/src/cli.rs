@@ -20,7 +20,8 @@ fn when(t: Option<i64>) -> String {
     }
 }
 
-fn time_text(t: i64) -> String {
+/// A unix time as RFC 3339 (UTC), or the number itself if out of range.
+pub(crate) fn time_text(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|d| {

@@ -34,6 +34,7 @@ use axum::routing::{get, post};
 use tracing::{debug, error, info, warn};
 
 use crate::api::{AdminIdentity, AppState, token_hash};
+use crate::cli::time_text;
 use crate::rollouts::{RolloutError, RolloutStatus, WaveStatus};
 
 /// The session cookie: the admin token itself. `__Host-` makes the browser insist on `Secure`,
@@ -714,16 +715,6 @@ pub fn esc(s: &str) -> String {
 
 fn opt(v: &Option<String>) -> String {
     v.as_deref().map_or_else(|| "-".into(), esc)
-}
-
-fn time_text(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
 }
 
 /// An engine timestamp to the second (UTC).

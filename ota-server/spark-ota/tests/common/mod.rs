@@ -221,29 +221,7 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(pki: &Pki, db: &TestDb, extra: &str) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
-        let p = &pki.pki;
-        let text = format!(
-            r#"
-            data-dir = "{data}"
-            database = "{db}"
-            keyring = "{keyring}"
-            release-keys = ["{release}"]
-            {extra}
-            [tls]
-            cert = "{cert}"
-            key = "{key}"
-            device-ca = "{device_ca}"
-            admin-ca = "{server_ca}"
-            "#,
-            data = data_dir.path().display(),
-            db = db.url,
-            keyring = p.keyring().display(),
-            release = p.release_pub().display(),
-            cert = p.server_cert().display(),
-            key = p.server_key().display(),
-            device_ca = p.device_ca_cert().display(),
-            server_ca = p.server_ca_cert().display(),
-        );
+        let text = TestServer::config_text(pki, db, data_dir.path(), extra);
         TestServer::start_with(&text, data_dir).await
     }
 
