@@ -667,12 +667,8 @@ async fn dbus_update_available_refusal_shows_in_last_error() {
         wait_state(&proxy, "failed").await;
         let error = proxy.last_error().await.unwrap();
         assert!(error.starts_with("release-rejected: expired"), "{error}");
-        stop.send(()).unwrap();
-    };
-    let (result, ()) = tokio::join!(run, within(test));
-    result.unwrap();
-    // Reports go out after the state is published.
-    within(async {
+        // Reports go out after the state is published; stopping the agent before then would
+        // be a power cut that keeps the report for the next start, so wait for it first.
         while !fx
             .server
             .reasons()
@@ -680,8 +676,10 @@ async fn dbus_update_available_refusal_shows_in_last_error() {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    })
-    .await;
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(run, within(test));
+    result.unwrap();
 }
 
 /// Resident memory of a process in KiB.
