@@ -20,12 +20,14 @@
 //!
 //! **Server-side rules kept around the engine**: a yanked or expired release is offered to
 //! nobody; a device that never told its `compatible` is taken to have the release's (the agent
-//! checks the signed manifest's `compatible` itself).
+//! checks the signed manifest's `compatible` itself); where a rollback and a forward rollout to
+//! a newer version both cover a device, only the one created later is asked
+//! ([`Rollouts::offer_for`]; otherwise the device would go back and forth between them).
 //!
 //! **Times.** The engine runs on the [`ServerClock`] (real by default); the database columns
 //! `created_at`/`updated_at` stay real unix seconds; events carry the engine's time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex as SyncMutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -822,7 +824,13 @@ impl Rollouts {
     /// The engine's answer to a device checking in (or being considered for a push): the newest
     /// release a live rollout offers it now, if any. Records the check-in in each rollout asked.
     pub async fn offer_for(&self, device: &DeviceRecord) -> Result<Option<Offer>, RolloutError> {
-        for (rollout, release) in self.live().await? {
+        let live = self.live().await?;
+        let superseded = self.superseded(device, &live).await?;
+        for (rollout, release) in live {
+            if superseded.contains(&rollout.id) {
+                tracing::debug!(device = %device.device, rollout = %rollout.id, "not asked: superseded for this device by a later rollout that disagrees");
+                continue;
+            }
             let info = device_info(device, &release);
             let decision = self
                 .with_rollout(&rollout.id, |r, now| {
@@ -857,6 +865,59 @@ impl Rollouts {
             }
         }
         Ok(None)
+    }
+
+    /// The live rollouts that must not offer to `device` because a later rollout covering it
+    /// disagrees: a rollback rollout to V and a forward rollout to a version newer than V that
+    /// both cover the device (it is part of the rollout, or its compatible, hardware revision and
+    /// tags match the filter, whatever version it runs). The one created later is the operator's
+    /// newer decision and wins; the other is not asked at all, so it neither offers its release
+    /// again (the device would go back and forth between the two) nor counts the device's move
+    /// away from its release as a failure.
+    async fn superseded(
+        &self,
+        device: &DeviceRecord,
+        live: &[(RolloutRecord, ReleaseRecord)],
+    ) -> Result<HashSet<String>, RolloutError> {
+        let mut out = HashSet::new();
+        // A rollback needs a release signed as an allowed downgrade: without one there is no
+        // disagreement, and the check-in costs nothing more.
+        if !live.iter().any(|(_, rel)| rel.allow_downgrade) {
+            return Ok(out);
+        }
+        let mut covering = Vec::new();
+        for (rollout, release) in live {
+            let info = device_info(device, release);
+            let seen = self
+                .with_rollout(&rollout.id, |r, _| {
+                    let view = r.covers(&info).then(|| {
+                        (
+                            r.spec().kind,
+                            r.spec().release.version.clone(),
+                            r.created_at(),
+                        )
+                    });
+                    Ok((view, Change::default()))
+                })
+                .await?;
+            if let Some((kind, version, created_at)) = seen {
+                covering.push((rollout.id.as_str(), kind, version, created_at));
+            }
+        }
+        for (id, kind, version, created_at) in &covering {
+            let beaten = covering.iter().any(|(_, k, v, c)| {
+                let disagree = match (kind, k) {
+                    (RolloutKind::Rollback, RolloutKind::Forward) => v > version,
+                    (RolloutKind::Forward, RolloutKind::Rollback) => version > v,
+                    _ => false,
+                };
+                disagree && c > created_at
+            });
+            if beaten {
+                out.insert((*id).to_owned());
+            }
+        }
+        Ok(out)
     }
 
     /// Feeds an agent's status report to the rollout that offered the release it is about.

@@ -868,6 +868,15 @@ impl Rollout {
             .saturating_add(offset)
             .unwrap_or(self.starts_at)
     }
+    /// Whether the device is part of this rollout (targeted at creation or joined since), or in
+    /// its [`scope`](crate::target::scope) (compatible, hardware revision, tags; whatever version
+    /// it runs). A server deciding between rollouts that disagree about a device (a rollback and
+    /// a forward rollout to a newer version) asks each whether it covers the device.
+    pub fn covers(&self, device: &DeviceInfo) -> bool {
+        self.devices.contains_key(&device.id)
+            || crate::target::scope(device, &self.spec.release, &self.spec.filter).is_ok()
+    }
+
     /// Whether the rollout still gives offers or may (running, paused or done; not aborted).
     pub fn is_active(&self) -> bool {
         !matches!(self.phase, Phase::Aborted { .. })

@@ -137,16 +137,12 @@ impl Ineligible {
     }
 }
 
-/// Whether `device` is targeted by a rollout of `release` with `filter` and `kind`.
-///
-/// Version rules: a forward rollout takes devices older than the release; a rollback rollout
-/// takes devices newer than the release (and may only be created with `allow_downgrade`, checked
-/// at creation). Devices of unknown version are taken by forward rollouts without a version
-/// filter (the device's own manifest check is the last word), never by rollbacks.
-pub fn eligibility(
+/// Whether `device` is in a rollout's scope: the release's `compatible`, and the filter's
+/// hardware revisions and tags (the facts about where and what a unit is, which an update does
+/// not change). [`eligibility`] adds the version rules to it.
+pub fn scope(
     device: &DeviceInfo,
     release: &ReleaseTarget,
-    kind: RolloutKind,
     filter: &TargetFilter,
 ) -> Result<(), Ineligible> {
     if device.compatible != release.compatible {
@@ -161,6 +157,23 @@ pub fn eligibility(
             _ => return Err(Ineligible::Tag { key: key.clone() }),
         }
     }
+    Ok(())
+}
+
+/// Whether `device` is targeted by a rollout of `release` with `filter` and `kind`: in its
+/// [`scope`], and the version rules.
+///
+/// Version rules: a forward rollout takes devices older than the release; a rollback rollout
+/// takes devices newer than the release (and may only be created with `allow_downgrade`, checked
+/// at creation). Devices of unknown version are taken by forward rollouts without a version
+/// filter (the device's own manifest check is the last word), never by rollbacks.
+pub fn eligibility(
+    device: &DeviceInfo,
+    release: &ReleaseTarget,
+    kind: RolloutKind,
+    filter: &TargetFilter,
+) -> Result<(), Ineligible> {
+    scope(device, release, filter)?;
     if let Some(req) = &filter.current_version {
         match &device.version {
             Some(v) if req.matches(v) => {}
@@ -210,6 +223,38 @@ mod tests {
             version: Some(version.parse().unwrap()),
             time_zone: None,
         }
+    }
+
+    #[test]
+    fn scope_is_the_filter_without_versions() {
+        let r = release();
+        let f = TargetFilter {
+            hardware_revs: vec!["rev-c".into()],
+            current_version: Some(">=1.3".parse().unwrap()),
+            ..TargetFilter::default()
+        };
+        // Below min_version, outside the version filter, newer or current: in scope all the same.
+        for v in ["0.1.0", "1.2.0", "1.4.0", "2.0.0"] {
+            assert_eq!(scope(&device(v), &r, &f), Ok(()), "{v}");
+        }
+        assert_eq!(
+            eligibility(&device("1.2.0"), &r, RolloutKind::Forward, &f),
+            Err(Ineligible::CurrentVersion)
+        );
+        let f = TargetFilter {
+            hardware_revs: vec!["rev-b".into()],
+            ..TargetFilter::default()
+        };
+        assert_eq!(
+            scope(&device("1.3.0"), &r, &f),
+            Err(Ineligible::HardwareRev)
+        );
+        let mut d = device("1.3.0");
+        d.compatible = "other".into();
+        assert_eq!(
+            scope(&d, &r, &TargetFilter::default()),
+            Err(Ineligible::WrongCompatible)
+        );
     }
 
     #[test]

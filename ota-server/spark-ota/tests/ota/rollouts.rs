@@ -140,30 +140,43 @@ impl Rig {
         self.conns.get_mut(device).unwrap()
     }
 
-    /// The device polls on `version`; true when offered the release.
+    /// The device polls on `version`; true when offered a release.
     async fn poll(&mut self, device: &str, version: &str) -> bool {
+        self.offered(device, version).await.is_some()
+    }
+
+    /// The device polls on `version`: the signed release offered, if any.
+    async fn offered(&mut self, device: &str, version: &str) -> Option<String> {
         let path = format!("/v1/devices/{device}/release?current-version={version}");
         let a = self.conn(device).await.get(&path, &[]).await;
         match a.status {
-            StatusCode::OK => true,
-            StatusCode::NO_CONTENT => false,
+            StatusCode::OK => Some(String::from_utf8(a.body.to_vec()).unwrap()),
+            StatusCode::NO_CONTENT => None,
             other => panic!("{device}: unexpected {other}: {:?}", a.body),
         }
     }
 
-    /// The agent reports `reason` for release 2.0.0.
+    /// The agent reports `reason` for release 2.0.0, coming from 1.0.0.
     async fn report(&mut self, device: &str, reason: &str, to: &str) {
+        self.report_for(device, reason, to, "1.0.0", "2.0.0").await;
+    }
+
+    /// The agent reports `reason` for release `release`, running `from` until it commits.
+    async fn report_for(
+        &mut self,
+        device: &str,
+        reason: &str,
+        to: &str,
+        from: &str,
+        release: &str,
+    ) {
         let seq = {
             let s = self.seq.entry(device.to_owned()).or_insert(0);
             *s += 1;
             *s
         };
-        let current = if reason == "committed" {
-            "2.0.0"
-        } else {
-            "1.0.0"
-        };
-        let body = report(device, seq, reason, to, current, "2.0.0");
+        let current = if reason == "committed" { release } else { from };
+        let body = report(device, seq, reason, to, current, release);
         let a = self
             .conn(device)
             .await
@@ -671,5 +684,148 @@ async fn bad_rollout_requests_are_refused() {
     assert_eq!(list[0].state, "aborted");
     assert!(list[0].waves.is_empty());
     assert!(rig.tick().await.is_empty());
+    rig.stop().await;
+}
+
+/// The version of the signed release a device was offered.
+fn offered_version(signed: &str) -> String {
+    spark_release::SignedRelease::from_json(signed)
+        .unwrap()
+        .manifest()
+        .version
+        .to_string()
+}
+
+/// A rollback rollout that works: 2.0.0 goes to devices through a forward rollout, then 1.0.0,
+/// signed as an allowed downgrade, is rolled back to. Devices on 2.0.0 (known at creation, or
+/// joining later) are offered 1.0.0's signed manifest byte for byte; devices on 1.0.0 or older
+/// are offered nothing; `committed` reports count them updated and the rollout finishes. The
+/// forward rollout, still live, does not offer 2.0.0 again to the devices rolled back (nor
+/// count their return to 1.0.0 as failures), until a forward rollout created after the
+/// rollback (a fixed 2.1.0) moves them on, which the rollback in turn does not undo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_rollout_moves_updated_devices_back() {
+    let mut rig = Rig::new(Kind::Sqlite, 7).await;
+    let gates = serde_json::json!({"min_sample": 4, "soak": "30m", "telemetry": null});
+    rig.create(serde_json::json!({"release": rig.release, "id": "fw", "gates": gates}))
+        .await;
+    for i in 0..4 {
+        assert!(rig.poll(&dev(i), "1.0.0").await);
+        rig.update(&dev(i), true).await;
+        assert!(!rig.poll(&dev(i), "2.0.0").await);
+    }
+    rig.tick().await;
+    rig.advance(mins(30));
+    rig.tick().await;
+    assert_eq!(rig.status("fw").await.state, "done");
+
+    // 1.0.0 again, signed as an allowed downgrade (spark-keys sign-release --allow-downgrade).
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("v1.raucb");
+    rig.pki.bundle("1.0.0", 20_000, &bundle);
+    let signed = rig
+        .pki
+        .sign_release_with(&bundle, "1.0.0", &rig.pki.pki.release_key(), |m| {
+            m.allow_downgrade = true
+        });
+    let rel = work.path().join("v1.release.json");
+    std::fs::write(&rel, signed.to_json()).unwrap();
+    let v1 = rig
+        .admin
+        .upload(&bundle, &rel, &indicatif::ProgressBar::hidden())
+        .await
+        .unwrap();
+    rig.advance(mins(1));
+    let st = rig
+        .create(serde_json::json!({
+            "release": v1.release, "id": "rb", "kind": "rollback", "gates": gates,
+        }))
+        .await;
+    assert_eq!(st.kind, "rollback");
+    assert_eq!(st.version, "1.0.0");
+    // Targeted: the 4 devices known to run 2.0.0 (devices of unknown version never are).
+    assert_eq!(st.waves[0].devices, 4, "{st:?}");
+
+    for i in 0..4 {
+        let offer = rig.offered(&dev(i), "2.0.0").await;
+        assert_eq!(
+            offer.as_deref(),
+            Some(signed.to_json().as_str()),
+            "{}",
+            dev(i)
+        );
+    }
+    // Devices on 1.0.0 or older get nothing: not 1.0.0 (not a downgrade for them), and not
+    // 2.0.0 from the forward rollout the rollback supersedes.
+    assert_eq!(rig.offered(&dev(4), "1.0.0").await, None);
+    assert_eq!(rig.offered(&dev(5), "0.9.0").await, None);
+    // A device first heard of on 2.0.0 joins the rollback.
+    let late = rig
+        .offered(&dev(6), "2.0.0")
+        .await
+        .expect("late joiner offered");
+    assert_eq!(offered_version(&late), "1.0.0");
+
+    for i in [0, 1, 2, 3, 6] {
+        rig.report_for(&dev(i), "offered", "downloading", "2.0.0", "1.0.0")
+            .await;
+        rig.report_for(&dev(i), "committed", "idle", "2.0.0", "1.0.0")
+            .await;
+    }
+    let st = rig.status("rb").await;
+    assert_eq!(st.waves[0].devices, 5);
+    assert_eq!(st.waves[0].updated, 5, "{st:?}");
+    assert_eq!(st.waves[0].failed, 0);
+    rig.tick().await;
+    rig.advance(mins(30));
+    rig.tick().await;
+    let st = rig.status("rb").await;
+    assert_eq!(st.state, "done", "{st:?}");
+    let d: BTreeMap<String, serde_json::Value> =
+        rig.admin.get("/v1/rollouts/rb/devices").await.unwrap();
+    for i in [0, 1, 2, 3, 6] {
+        assert_eq!(d[&dev(i)]["status"]["status"], "succeeded", "{d:?}");
+    }
+
+    // Back on 1.0.0: nothing offered, now or after the forward rollout's retry time, and the
+    // forward rollout neither counts them failed nor pauses.
+    for i in [0, 1, 2, 3, 6] {
+        assert_eq!(rig.offered(&dev(i), "1.0.0").await, None, "{}", dev(i));
+    }
+    rig.advance(SignedDuration::from_hours(2));
+    for i in [0, 1, 2, 3, 6] {
+        assert_eq!(rig.offered(&dev(i), "1.0.0").await, None, "{}", dev(i));
+    }
+    rig.tick().await;
+    let fw = rig.status("fw").await;
+    assert_eq!(fw.state, "done", "{fw:?}");
+    assert_eq!(fw.waves[0].failed, 0, "{fw:?}");
+
+    // A fixed 2.1.0 rolled out after the rollback is the newer decision: it is offered, and
+    // the rollback does not pull the device back from it.
+    let up = rig
+        .pki
+        .upload_release(&rig.admin, work.path(), "2.1.0")
+        .await;
+    rig.advance(mins(1));
+    rig.create(serde_json::json!({"release": up.release, "id": "fix", "gates": gates}))
+        .await;
+    let offer = rig.offered(&dev(0), "1.0.0").await.expect("2.1.0 offered");
+    assert_eq!(offered_version(&offer), "2.1.0");
+    rig.report_for(&dev(0), "offered", "downloading", "1.0.0", "2.1.0")
+        .await;
+    rig.report_for(&dev(0), "committed", "idle", "1.0.0", "2.1.0")
+        .await;
+    assert_eq!(rig.offered(&dev(0), "2.1.0").await, None);
+    rig.advance(SignedDuration::from_hours(2));
+    assert_eq!(rig.offered(&dev(0), "2.1.0").await, None);
+    rig.tick().await;
+    let st = rig.status("rb").await;
+    assert_eq!(
+        (st.state.as_str(), st.waves[0].failed),
+        ("done", 0),
+        "{st:?}"
+    );
+    assert_eq!(rig.status("fix").await.waves[0].updated, 1);
     rig.stop().await;
 }
