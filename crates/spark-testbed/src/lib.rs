@@ -11,6 +11,8 @@
 //! several testbeds run side by side in one process; dropping a testbed kills its processes and
 //! removes the directory (set `SPARK_TESTBED_KEEP=1` to keep it for a post-mortem).
 //!
+//! [`chromium`] loads web pages in headless Chromium for tests of what a person sees.
+//!
 //! Needs: root, `rauc` (1.8 or newer), `dbus-daemon` and `dbus-send`, `flock`, and for
 //! [`fixture`] `openssl` and `mksquashfs`; the kernel needs loop and squashfs to install bundles.
 //!
@@ -27,6 +29,7 @@
 
 mod bootloader;
 mod bus;
+pub mod chromium;
 mod error;
 pub mod fixture;
 mod process;

@@ -606,6 +606,9 @@ pub struct RunOptions {
     pub interval: Duration,
     /// Stop generating after this many intervals (None: forever).
     pub intervals: Option<u64>,
+    /// Stop generating once this file exists (a harness ending an open-ended run so that the
+    /// ledger is final while every reading still reaches the host).
+    pub stop_file: Option<PathBuf>,
     /// Ledger CSV (`meter_id,timestamp,wh`), appended and flushed every interval.
     pub ledger: Option<PathBuf>,
     pub epoch: u32,
@@ -623,6 +626,9 @@ pub async fn generate(module: &Module, options: &RunOptions) -> std::io::Result<
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while options.intervals.is_none_or(|k| sim.intervals() < k) {
         tick.tick().await;
+        if options.stop_file.as_ref().is_some_and(|f| f.exists()) {
+            break;
+        }
         let (readings, alarms) = sim.next_interval();
         if let Some(ledger) = &mut ledger {
             let mut text = String::new();

@@ -33,6 +33,11 @@ pub struct Config {
     /// Bytes to keep free on `/data` besides the bundle.
     #[serde(default = "default_reserve")]
     pub reserve_bytes: u64,
+    /// Command (argv) that reboots the device; it must exit 0 once the reboot is under way.
+    /// The default suits systemd; a board simulator or a device with its own watchdog-reset
+    /// tool names another.
+    #[serde(default = "default_reboot_command")]
+    pub reboot_command: Vec<String>,
     /// Health check after booting a new slot.
     #[serde(default)]
     pub health: HealthConfig,
@@ -65,6 +70,9 @@ fn default_factory_version() -> String {
 }
 fn default_poll_interval() -> u64 {
     6 * 3600
+}
+fn default_reboot_command() -> Vec<String> {
+    vec!["systemctl".into(), "reboot".into()]
 }
 fn default_reserve() -> u64 {
     8 << 20
@@ -137,6 +145,7 @@ mod tests {
         assert_eq!(config.health.required_units, ["spark-uplinkd.service"]);
         assert_eq!(config.health.commands[0][1], "--quick");
         assert_eq!(config.health.uplink_connected_within_secs, Some(600));
+        assert_eq!(config.reboot_command, ["systemctl", "reboot"]);
         assert!(toml::from_str::<Config>("device = 1").is_err());
     }
 }

@@ -18,7 +18,7 @@ use crate::https::HttpsClient;
 use crate::service::{self, COMMAND_QUEUE, Command, RebootRefused};
 use crate::store::{Phase, Store};
 use crate::system::{
-    ConfiguredHealth, HealthCheck, HttpsReporter, Rauc, Reboot, Reporter, SystemdReboot,
+    CommandReboot, ConfiguredHealth, HealthCheck, HttpsReporter, Rauc, Reboot, Reporter,
 };
 
 /// Why the daemon could not start or had to stop.
@@ -81,7 +81,9 @@ pub async fn run(
         client,
         keys,
         rauc,
-        SystemdReboot,
+        CommandReboot {
+            argv: config.reboot_command.clone(),
+        },
         ConfiguredHealth {
             config: config.health.clone(),
             bus: Some(conn.clone()),

@@ -80,15 +80,24 @@ pub trait Reboot {
     async fn reboot(&self) -> Result<(), RebootError>;
 }
 
-/// `systemctl reboot` on the device.
-#[derive(Debug, Clone, Default)]
-pub struct SystemdReboot;
+/// The configured reboot command (`reboot-command`, default `systemctl reboot`): a command that
+/// exits 0 once the reboot is under way.
+#[derive(Debug, Clone)]
+pub struct CommandReboot {
+    pub argv: Vec<String>,
+}
 
-impl Reboot for SystemdReboot {
+impl Default for CommandReboot {
+    fn default() -> Self {
+        CommandReboot {
+            argv: vec!["systemctl".into(), "reboot".into()],
+        }
+    }
+}
+
+impl Reboot for CommandReboot {
     async fn reboot(&self) -> Result<(), RebootError> {
-        run_ok(&["systemctl".into(), "reboot".into()])
-            .await
-            .map_err(RebootError)
+        run_ok(&self.argv).await.map_err(RebootError)
     }
 }
 

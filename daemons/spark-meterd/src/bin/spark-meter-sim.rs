@@ -62,6 +62,10 @@ struct Args {
     /// Append every generated reading to this CSV file (`meter_id,timestamp,wh`).
     #[arg(long)]
     ledger: Option<PathBuf>,
+    /// Stop generating once this file exists (and exit once all are acknowledged), for runs
+    /// of open length whose ledger must end up final.
+    #[arg(long)]
+    stop_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         },
         interval: Duration::from_millis(args.interval_ms.max(1)),
         intervals: args.intervals,
+        stop_file: args.stop_file.clone(),
         ledger: args.ledger.clone(),
         epoch: args.epoch,
     };

@@ -72,6 +72,7 @@ impl Rig {
 /// Simulator options for tests: small, fast, with every kind of irregularity.
 pub fn run_options(rig: &Rig, meters: usize, intervals: u64, seed: u64) -> RunOptions {
     RunOptions {
+        stop_file: None,
         sim: SimOptions {
             meters,
             seed,

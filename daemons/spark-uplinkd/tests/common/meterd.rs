@@ -42,6 +42,7 @@ impl RealMeters {
         let socket = dir.path().join("radio.sock");
         let ledger = dir.path().join("ledger.csv");
         let options = RunOptions {
+            stop_file: None,
             sim: SimOptions {
                 meters,
                 seed,

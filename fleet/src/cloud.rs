@@ -1,0 +1,338 @@
+//! The cloud end of a fleet: a development PKI, `spark-ingest` (telemetry, push channel) and
+//! `spark-ota` (releases, rollouts, dashboard) as real processes on SQLite and local files, wired
+//! to each other the way production wires them (ingest's internal API over mutual TLS, only the
+//! OTA server's service certificate admitted).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use spark_keys::{DevPki, DevPkiOptions};
+use spark_ota::catalog::Uploaded;
+use spark_ota::client::{AdminClient, Credentials};
+use spark_ota::rollouts::{CreateRollout, RolloutStatus};
+
+use crate::process::{Daemon, free_port, listening, wait_for};
+use crate::{Binaries, FleetError, Release};
+
+/// How the cloud is run.
+#[derive(Debug, Clone)]
+pub struct CloudOptions {
+    /// Where the PKI, configs, databases and logs go.
+    pub dir: PathBuf,
+    /// Rollouts run on real time × this factor (`[rollouts] clock-factor`); `None`: real time.
+    pub clock_factor: Option<u32>,
+    /// How often (real seconds) the OTA server evaluates gates and looks for gateways to push to.
+    pub tick_secs: f64,
+    /// `RUST_LOG` of the services.
+    pub log: String,
+}
+
+impl CloudOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> CloudOptions {
+        CloudOptions {
+            dir: dir.into(),
+            clock_factor: None,
+            tick_secs: 1.0,
+            log: "info".into(),
+        }
+    }
+}
+
+/// What a gateway needs to know of the cloud: where it is and which keys to trust.
+#[derive(Debug, Clone)]
+pub struct CloudLink {
+    /// The PKI directory (device certificates are issued into it).
+    pub pki_dir: PathBuf,
+    /// `127.0.0.1:PORT` of ingest's telemetry listener.
+    pub ingest: String,
+    /// `https://127.0.0.1:PORT` of the OTA server's device API.
+    pub ota: String,
+    pub server_ca: PathBuf,
+    pub keyring: PathBuf,
+    pub release_pub: PathBuf,
+}
+
+/// The running cloud services. Dropping it kills them.
+pub struct Cloud {
+    dir: PathBuf,
+    pki: DevPki,
+    ingest: Daemon,
+    ota: Daemon,
+    ota_config: PathBuf,
+    ingest_port: u16,
+    device_port: u16,
+    admin_port: u16,
+    token: String,
+    rt: tokio::runtime::Runtime,
+    admin: AdminClient,
+}
+
+impl std::fmt::Debug for Cloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloud")
+            .field("dir", &self.dir)
+            .field("admin", &self.admin_url())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bound on a service coming up.
+const START: Duration = Duration::from_secs(60);
+
+impl Cloud {
+    /// Creates the PKI and starts ingest, then the OTA server with push through ingest, and
+    /// makes an admin token.
+    pub fn start(bins: &Binaries, opts: &CloudOptions) -> Result<Cloud, FleetError> {
+        let dir = opts.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(FleetError::io("create", &dir))?;
+        let pki_dir = dir.join("pki");
+        let pki = spark_keys::init_dev(&pki_dir, &DevPkiOptions::default())?;
+        let (ota_cert, ota_key) = spark_keys::issue_service(&pki_dir, "spark-ota", true)?;
+
+        let ingest_port = free_port()?;
+        let internal_port = free_port()?;
+        let device_port = free_port()?;
+        let admin_port = free_port()?;
+
+        // Ingest on SQLite; `last_seen` written every second so the rollouts' telemetry gate
+        // sees gateways on a compressed clock; the data pipeline runs in-process.
+        let ingest_config = dir.join("ingest.toml");
+        write(
+            &ingest_config,
+            &format!(
+                r#"listen = "127.0.0.1:{ingest_port}"
+internal-listen = "127.0.0.1:{internal_port}"
+data-dir = "{data}"
+internal-clients = ["spark-ota"]
+last-seen-interval-secs = 1
+[tls]
+cert = "{cert}"
+key = "{key}"
+device-ca = "{device_ca}"
+server-ca = "{server_ca}"
+"#,
+                data = dir.join("ingest").display(),
+                cert = pki.server_cert().display(),
+                key = pki.server_key().display(),
+                device_ca = pki.device_ca_cert().display(),
+                server_ca = pki.server_ca_cert().display(),
+            ),
+        )?;
+        let mut cmd = Command::new(&bins.ingest);
+        cmd.arg("--config")
+            .arg(&ingest_config)
+            .env("RUST_LOG", &opts.log);
+        let mut ingest = Daemon::spawn("spark-ingest", cmd, &dir.join("ingest.log"))?;
+        wait_for(
+            "spark-ingest to listen",
+            START,
+            || ingest.check_running("starting"),
+            || (listening(ingest_port) && listening(internal_port)).then_some(()),
+        )?;
+
+        let ota_config = dir.join("ota.toml");
+        let rollouts = match opts.clock_factor {
+            Some(f) => format!("tick-secs = {}\nclock-factor = {f}\n", opts.tick_secs),
+            None => format!("tick-secs = {}\n", opts.tick_secs),
+        };
+        write(
+            &ota_config,
+            &format!(
+                r#"listen = "127.0.0.1:{device_port}"
+admin-listen = "127.0.0.1:{admin_port}"
+data-dir = "{data}"
+keyring = "{keyring}"
+release-keys = ["{release}"]
+[tls]
+cert = "{cert}"
+key = "{key}"
+device-ca = "{device_ca}"
+[push]
+ingest-url = "https://127.0.0.1:{internal_port}"
+ca = "{server_ca}"
+cert = "{ota_cert}"
+key = "{ota_key}"
+interval-secs = 1
+[rollouts]
+{rollouts}"#,
+                data = dir.join("ota").display(),
+                keyring = pki.keyring().display(),
+                release = pki.release_pub().display(),
+                cert = pki.server_cert().display(),
+                key = pki.server_key().display(),
+                device_ca = pki.device_ca_cert().display(),
+                server_ca = pki.server_ca_cert().display(),
+                ota_cert = ota_cert.display(),
+                ota_key = ota_key.display(),
+            ),
+        )?;
+        let mut cmd = Command::new(&bins.ota);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&ota_config)
+            .env("RUST_LOG", &opts.log);
+        let mut ota = Daemon::spawn("spark-ota", cmd, &dir.join("ota.log"))?;
+        wait_for(
+            "spark-ota to listen",
+            START,
+            || ota.check_running("starting"),
+            || (listening(device_port) && listening(admin_port)).then_some(()),
+        )?;
+
+        // The token a person would make with `spark-ota token create`.
+        let out = Command::new(&bins.ota)
+            .args(["token", "create", "--name", "fleet", "--config"])
+            .arg(&ota_config)
+            .output()
+            .map_err(|source| FleetError::Spawn {
+                name: "spark-ota token create".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(FleetError::Command {
+                command: "spark-ota token create".into(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(FleetError::io("start a runtime for", "the admin client"))?;
+        let admin = AdminClient::new(
+            &format!("https://127.0.0.1:{admin_port}"),
+            &pki.server_ca_cert(),
+            Credentials::Token(token.clone()),
+        )?;
+        Ok(Cloud {
+            dir,
+            pki,
+            ingest,
+            ota,
+            ota_config,
+            ingest_port,
+            device_port,
+            admin_port,
+            token,
+            rt,
+            admin,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn pki(&self) -> &DevPki {
+        &self.pki
+    }
+
+    /// What gateways are configured with.
+    pub fn link(&self) -> CloudLink {
+        CloudLink {
+            pki_dir: self.dir.join("pki"),
+            ingest: format!("127.0.0.1:{}", self.ingest_port),
+            ota: format!("https://127.0.0.1:{}", self.device_port),
+            server_ca: self.pki.server_ca_cert(),
+            keyring: self.pki.keyring(),
+            release_pub: self.pki.release_pub(),
+        }
+    }
+
+    /// `https://127.0.0.1:PORT` of the admin API and dashboard (`/ui`).
+    pub fn admin_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The admin token (for the CLI's `--token` or the dashboard's sign-in).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn ota_config(&self) -> &Path {
+        &self.ota_config
+    }
+
+    /// ingest's SQLite database (readings, gateways, commands).
+    pub fn ingest_db(&self) -> PathBuf {
+        self.dir.join("ingest").join("ingest.db")
+    }
+
+    /// One value from ingest's SQLite database (read-only, through the `sqlite3` shell), e.g.
+    /// `SELECT count(*) FROM readings`.
+    pub fn ingest_query(&self, sql: &str) -> Result<String, FleetError> {
+        let db = format!("file:{}?mode=ro", self.ingest_db().display());
+        let out = Command::new("sqlite3")
+            .args([db.as_str(), sql])
+            .output()
+            .map_err(|source| FleetError::Spawn {
+                name: "sqlite3 (apt-get install sqlite3)".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(FleetError::Command {
+                command: format!("sqlite3 {db} {sql:?}"),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// An error naming the service and its log if ingest or the OTA server died.
+    pub fn check_running(&mut self) -> Result<(), FleetError> {
+        self.ingest.check_running("the fleet ran")?;
+        self.ota.check_running("the fleet ran")
+    }
+
+    /// Uploads a release through the admin API (streamed, verified by the server).
+    pub fn upload(&self, release: &Release) -> Result<Uploaded, FleetError> {
+        let progress = indicatif::ProgressBar::hidden();
+        Ok(self.rt.block_on(
+            self.admin
+                .upload(&release.bundle, &release.manifest, &progress),
+        )?)
+    }
+
+    /// `PUT /v1/devices/{id}/attributes`: what rollouts target and stratify by.
+    pub fn set_device(&self, id: &str, attributes: &serde_json::Value) -> Result<(), FleetError> {
+        let _: serde_json::Value = self.rt.block_on(
+            self.admin
+                .put(&format!("/v1/devices/{id}/attributes"), attributes),
+        )?;
+        Ok(())
+    }
+
+    pub fn create_rollout(&self, req: &CreateRollout) -> Result<RolloutStatus, FleetError> {
+        let body = serde_json::to_value(req)
+            .map_err(|e| FleetError::Release(format!("rollout request: {e}")))?;
+        Ok(self.rt.block_on(self.admin.post("/v1/rollouts", &body))?)
+    }
+
+    pub fn rollout(&self, id: &str) -> Result<RolloutStatus, FleetError> {
+        Ok(self
+            .rt
+            .block_on(self.admin.get(&format!("/v1/rollouts/{id}")))?)
+    }
+
+    /// `GET /v1/devices`: every device with its version, slot and agent state.
+    pub fn devices(&self) -> Result<Vec<serde_json::Value>, FleetError> {
+        Ok(self.rt.block_on(self.admin.get("/v1/devices"))?)
+    }
+
+    /// Any admin GET, as JSON.
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, FleetError> {
+        Ok(self.rt.block_on(self.admin.get(path))?)
+    }
+
+    /// SIGTERM to both services (the OTA server first: it pushes through ingest).
+    pub fn stop(&mut self) {
+        self.ota.stop(Duration::from_secs(10));
+        self.ingest.stop(Duration::from_secs(10));
+    }
+}
+
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), FleetError> {
+    std::fs::write(path, text).map_err(FleetError::io("write", path))
+}

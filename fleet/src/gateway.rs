@@ -1,0 +1,348 @@
+//! One simulated gateway running the real daemons: the board is a [`Testbed`] (private system
+//! bus, the real `rauc service`, file-backed A/B slots, the simulated U-Boot), the meter radio is
+//! `spark-meter-sim`, and `spark-meterd`, `spark-uplinkd` and `spark-updated` run as processes
+//! on the board's bus with their configs and `/data` in the gateway's directory.
+//!
+//! A reboot is the board's part: `spark-updated` asks for one through its `reboot-command`,
+//! which here drops a flag file; [`Gateway::service`] sees it, stops the daemons with SIGTERM
+//! (as systemd does at shutdown), runs the boot script ([`Testbed::reboot`]) and starts the
+//! daemons again on the slot U-Boot chose. The firmware version the booted slot holds is what
+//! RAUC recorded for it, which is what the root filesystem's `/etc/os-release` would say.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use spark_testbed::{Slot, Testbed, TestbedOptions};
+
+use crate::cloud::{CloudLink, write};
+use crate::process::{Daemon, wait_for};
+use crate::{Binaries, FleetError};
+
+/// How a gateway is set up.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Serial number: the CN of its device certificate.
+    pub serial: String,
+    /// Where its configs, `/data` and logs go.
+    pub dir: PathBuf,
+    /// `[system] compatible=` of its RAUC.
+    pub compatible: String,
+    /// The version of the factory image in slot A.
+    pub factory_version: String,
+    /// Meters on its radio.
+    pub meters: u32,
+    /// Real milliseconds per 15-minute reading interval of the radio simulator.
+    pub interval_ms: u64,
+    /// Seed of the radio simulator (different gateways, different meters).
+    pub seed: u64,
+    /// The health check after an update fails while this version is booted (a bad build on
+    /// this unit's hardware): the agent marks the slot bad and goes back.
+    pub fail_health_on: Option<String>,
+    /// `RUST_LOG` of the daemons.
+    pub log: String,
+}
+
+impl GatewayOptions {
+    pub fn new(serial: &str, dir: impl Into<PathBuf>, compatible: &str) -> GatewayOptions {
+        GatewayOptions {
+            serial: serial.into(),
+            dir: dir.into(),
+            compatible: compatible.into(),
+            factory_version: "1.0.0".into(),
+            meters: 20,
+            interval_ms: 500,
+            seed: 1,
+            fail_health_on: None,
+            log: "info".into(),
+        }
+    }
+}
+
+/// A running gateway. Dropping it kills its processes and removes the board.
+#[derive(Debug)]
+pub struct Gateway {
+    opts: GatewayOptions,
+    bins: Binaries,
+    link: CloudLink,
+    cert: PathBuf,
+    key: PathBuf,
+    // Daemons before the board: fields drop in order, and they talk to its bus.
+    daemons: Vec<Daemon>,
+    sim: Daemon,
+    bed: Testbed,
+    boots: u32,
+    booted_version: String,
+}
+
+/// Bound on a daemon stopping after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+impl Gateway {
+    /// Issues the device certificate, brings up the board and the radio, and boots.
+    pub fn start(
+        bins: &Binaries,
+        link: &CloudLink,
+        opts: GatewayOptions,
+    ) -> Result<Gateway, FleetError> {
+        for sub in ["", "data", "logs"] {
+            let d = opts.dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(FleetError::io("create", &d))?;
+        }
+        let (cert, key) = spark_keys::issue_device(&link.pki_dir, &opts.serial, true)?;
+        let mut bed_opts = TestbedOptions::new(&opts.compatible, &link.keyring);
+        bed_opts.slot_size = 64 << 20;
+        let bed = Testbed::start(bed_opts)?;
+
+        // The radio module is hardware beside the board: it keeps running across reboots.
+        let radio = opts.dir.join("radio.sock");
+        let mut cmd = Command::new(&bins.meter_sim);
+        cmd.arg("--socket")
+            .arg(&radio)
+            .args(["--meters", &opts.meters.to_string()])
+            .args(["--interval-ms", &opts.interval_ms.to_string()])
+            .args(["--seed", &opts.seed.to_string()])
+            .arg("--ledger")
+            .arg(opts.dir.join("ledger.csv"))
+            .arg("--stop-file")
+            .arg(opts.dir.join("radio-stop"))
+            .env("RUST_LOG", &opts.log);
+        let mut sim = Daemon::spawn("spark-meter-sim", cmd, &opts.dir.join("logs/meter-sim.log"))?;
+        wait_for(
+            "the meter radio simulator's socket",
+            Duration::from_secs(30),
+            || sim.check_running("starting"),
+            || radio.exists().then_some(()),
+        )?;
+
+        let mut gw = Gateway {
+            booted_version: opts.factory_version.clone(),
+            opts,
+            bins: bins.clone(),
+            link: link.clone(),
+            cert,
+            key,
+            daemons: Vec::new(),
+            sim,
+            bed,
+            boots: 0,
+        };
+        gw.boot()?;
+        Ok(gw)
+    }
+
+    pub fn serial(&self) -> &str {
+        &self.opts.serial
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    /// The board: RAUC's view of the slots, the boot environment.
+    pub fn board(&self) -> &Testbed {
+        &self.bed
+    }
+
+    /// The slot the board runs from.
+    pub fn booted(&self) -> Slot {
+        self.bed.booted()
+    }
+
+    /// The firmware version of the booted slot.
+    pub fn version(&self) -> &str {
+        &self.booted_version
+    }
+
+    /// Boots so far (the first start included).
+    pub fn boots(&self) -> u32 {
+        self.boots
+    }
+
+    /// Readings the radio produced so far (its ledger).
+    pub fn generated(&self) -> u64 {
+        std::fs::read_to_string(self.opts.dir.join("ledger.csv"))
+            .map(|t| t.lines().count() as u64)
+            .unwrap_or(0)
+    }
+
+    /// Ends the radio's run: it stops generating and exits once meterd has acknowledged every
+    /// reading, so the ledger ([`Self::generated`]) is final. The daemons keep running.
+    pub fn finish_radio(&mut self, limit: Duration) -> Result<u64, FleetError> {
+        write(&self.opts.dir.join("radio-stop"), "")?;
+        self.sim
+            .wait_exit("handing its last readings to spark-meterd", limit)?;
+        Ok(self.generated())
+    }
+
+    /// Keeps the gateway going: fails with the log of any process that died, and carries out
+    /// a reboot the agent asked for. Returns `true` when it rebooted.
+    pub fn service(&mut self) -> Result<bool, FleetError> {
+        if !self.opts.dir.join("radio-stop").exists() {
+            self.sim.check_running("the gateway ran")?;
+        }
+        if self.reboot_flag().exists() {
+            self.reboot()?;
+            return Ok(true);
+        }
+        for d in &mut self.daemons {
+            d.check_running("the gateway ran")?;
+        }
+        Ok(false)
+    }
+
+    /// An orderly reboot: daemons stopped with SIGTERM, the boot script picks the slot, the
+    /// daemons start on it.
+    pub fn reboot(&mut self) -> Result<Slot, FleetError> {
+        self.shutdown();
+        let _ = std::fs::remove_file(self.reboot_flag());
+        self.bed.reboot()?;
+        self.boot()?;
+        Ok(self.bed.booted())
+    }
+
+    /// A power cut: every daemon and RAUC killed at once, then the board boots again.
+    pub fn power_cut(&mut self) -> Result<Slot, FleetError> {
+        for d in &mut self.daemons {
+            d.kill();
+        }
+        self.daemons.clear();
+        let _ = std::fs::remove_file(self.reboot_flag());
+        self.bed.reboot()?;
+        self.boot()?;
+        Ok(self.bed.booted())
+    }
+
+    /// Stops the daemons (SIGTERM), leaving the board and the radio up.
+    pub fn shutdown(&mut self) {
+        // Reverse start order, as systemd stops dependents first.
+        while let Some(mut d) = self.daemons.pop() {
+            d.stop(STOP_GRACE);
+        }
+    }
+
+    fn reboot_flag(&self) -> PathBuf {
+        self.opts.dir.join("reboot-requested")
+    }
+
+    fn health_flag(&self) -> PathBuf {
+        self.opts.dir.join("health-fails")
+    }
+
+    /// Starts the daemons on the booted slot with the configs its root filesystem implies.
+    fn boot(&mut self) -> Result<(), FleetError> {
+        self.boots += 1;
+        let slot = self.bed.booted();
+        let status = self.bed.status()?;
+        self.booted_version = status
+            .slot(slot)
+            .and_then(|s| s.bundle_version.clone())
+            .unwrap_or_else(|| self.opts.factory_version.clone());
+        tracing::info!(gateway = %self.opts.serial, %slot, version = %self.booted_version, boot = self.boots, "boot");
+        if self.opts.fail_health_on.as_deref() == Some(self.booted_version.as_str()) {
+            write(&self.health_flag(), "this build fails on this unit\n")?;
+        } else {
+            let _ = std::fs::remove_file(self.health_flag());
+        }
+        self.write_configs(slot)?;
+
+        let bus = self.bed.bus_address().to_owned();
+        let dir = self.opts.dir.clone();
+        let boot = self.boots;
+        let start = |name: &str, bin: &Path, config: &str| -> Result<Daemon, FleetError> {
+            let mut cmd = Command::new(bin);
+            cmd.arg("--config")
+                .arg(dir.join(config))
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
+                .env("RUST_LOG", &self.opts.log);
+            Daemon::spawn(name, cmd, &dir.join(format!("logs/{name}.log")))
+                .inspect(|_| tracing::debug!(name, boot, "daemon started"))
+        };
+        self.daemons
+            .push(start("spark-meterd", &self.bins.meterd, "meterd.toml")?);
+        self.daemons
+            .push(start("spark-uplinkd", &self.bins.uplinkd, "uplinkd.toml")?);
+        self.daemons
+            .push(start("spark-updated", &self.bins.updated, "updated.toml")?);
+        Ok(())
+    }
+
+    fn write_configs(&self, slot: Slot) -> Result<(), FleetError> {
+        let dir = &self.opts.dir;
+        let bus = self.bed.bus_address();
+        let data = dir.join("data");
+        write(
+            &dir.join("meterd.toml"),
+            &format!(
+                "radio = \"unix:{radio}\"\ndata-dir = \"{data}\"\nbus-address = \"{bus}\"\n",
+                radio = dir.join("radio.sock").display(),
+                data = data.join("meterd").display(),
+            ),
+        )?;
+        write(
+            &dir.join("uplinkd.toml"),
+            &format!(
+                r#"data-dir = "{data}"
+bus-address = "{bus}"
+firmware-version = "{version}"
+booted-slot = "{slot}"
+batch-window-secs = 0.2
+health-interval-secs = 0.5
+[cloud]
+address = "{ingest}"
+server-name = "localhost"
+server-ca = "{ca}"
+device-cert = "{cert}"
+device-key = "{key}"
+backoff-min-secs = 0.2
+backoff-max-secs = 2
+"#,
+                data = data.join("uplinkd").display(),
+                version = self.booted_version,
+                slot = slot.bootname(),
+                ingest = self.link.ingest,
+                ca = self.link.server_ca.display(),
+                cert = self.cert.display(),
+                key = self.key.display(),
+            ),
+        )?;
+        write(
+            &dir.join("updated.toml"),
+            &format!(
+                r#"device = "{serial}"
+data-dir = "{data}"
+server = "{ota}"
+server-ca = "{ca}"
+device-cert = "{cert}"
+device-key = "{key}"
+release-keys = ["{release}"]
+factory-version = "{factory}"
+# Pushed offers do the work; the poll is the fallback.
+poll-interval-secs = 3600
+reserve-bytes = 0
+reboot-command = ["touch", "{reboot}"]
+[health]
+commands = [["test", "!", "-e", "{health}"]]
+timeout-secs = 10
+uplink-connected-within-secs = 30
+"#,
+                serial = self.opts.serial,
+                data = data.join("updated").display(),
+                ota = self.link.ota,
+                ca = self.link.server_ca.display(),
+                cert = self.cert.display(),
+                key = self.key.display(),
+                release = self.link.release_pub.display(),
+                factory = self.opts.factory_version,
+                reboot = self.reboot_flag().display(),
+                health = self.health_flag().display(),
+            ),
+        )
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
