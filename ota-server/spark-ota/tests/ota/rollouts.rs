@@ -829,3 +829,83 @@ async fn rollback_rollout_moves_updated_devices_back() {
     assert_eq!(rig.status("fix").await.waves[0].updated, 1);
     rig.stop().await;
 }
+
+/// The concurrency cap across check-ins: with `concurrency_cap` 2 over 6 devices in one open
+/// wave, at most 2 are offered at any time, whoever polls; a final report (success or failure)
+/// frees a slot for the next device; an offered device that goes silent frees its slot after
+/// `install_timeout` (30 min here), and when it comes back it waits for a free slot like the
+/// others, then is offered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_cap_limits_devices_updating_at_once() {
+    let mut rig = Rig::new(Kind::Sqlite, 6).await;
+    let st = rig
+        .create(serde_json::json!({
+            "release": rig.release, "id": "cap", "concurrency_cap": 2,
+            "gates": {"max_failure_bp": 10000, "install_timeout": "30m", "telemetry": null},
+        }))
+        .await;
+    assert_eq!(st.waves[0].devices, 6);
+    assert_eq!(st.waves[0].stage, "open");
+    // What each device runs; `polls` asks every device but `skip` and returns who was offered.
+    let mut running: BTreeMap<String, &str> = (0..6).map(|i| (dev(i), "1.0.0")).collect();
+    async fn polls(rig: &mut Rig, running: &BTreeMap<String, &str>, skip: &[usize]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, (d, v)) in running.iter().enumerate() {
+            if !skip.contains(&i) && rig.poll(d, v).await {
+                out.push(d.clone());
+            }
+        }
+        out
+    }
+    let offered = |ids: &[usize]| ids.iter().map(|&i| dev(i)).collect::<Vec<_>>();
+
+    // Two slots: the first two to poll get them; polling again changes nothing.
+    assert_eq!(polls(&mut rig, &running, &[]).await, offered(&[0, 1]));
+    assert_eq!(polls(&mut rig, &running, &[]).await, offered(&[0, 1]));
+    // A success frees a slot for the next device.
+    rig.advance(mins(5));
+    rig.update(&dev(0), true).await;
+    running.insert(dev(0), "2.0.0");
+    assert_eq!(polls(&mut rig, &running, &[]).await, offered(&[1, 2]));
+    // So does a failure (dev 1 then waits out its retry time).
+    rig.advance(mins(5));
+    rig.update(&dev(1), false).await;
+    assert_eq!(polls(&mut rig, &running, &[]).await, offered(&[2, 3]));
+    let st = rig.status("cap").await;
+    assert_eq!(
+        (
+            st.waves[0].in_progress,
+            st.waves[0].updated,
+            st.waves[0].failed
+        ),
+        (2, 1, 1),
+        "{:?}",
+        st.waves[0]
+    );
+
+    // Dev 2 (offered at 5 min) reports a download, then goes silent. Its slot is held until
+    // 30 min after its offer, then freed for dev 4, though dev 2 never sent a final report.
+    rig.report(&dev(2), "offered", "downloading").await;
+    rig.clock.set(rig.at(mins(34)));
+    assert_eq!(polls(&mut rig, &running, &[2]).await, offered(&[3]));
+    rig.clock.set(rig.at(mins(35)));
+    assert_eq!(polls(&mut rig, &running, &[2]).await, offered(&[3, 4]));
+    let st = rig.status("cap").await;
+    assert_eq!(
+        (st.waves[0].in_progress, st.waves[0].stalled),
+        (2, 1),
+        "{:?}",
+        st.waves[0]
+    );
+    assert_eq!(st.waves[0].failed, 1, "a timed-out device is not a failure");
+    // Back again: no free slot, so it waits like dev 5; when dev 3 commits, it is offered anew.
+    assert_eq!(polls(&mut rig, &running, &[]).await, offered(&[3, 4]));
+    rig.update(&dev(3), true).await;
+    running.insert(dev(3), "2.0.0");
+    assert_eq!(polls(&mut rig, &running, &[]).await, offered(&[2, 4]));
+    let d: BTreeMap<String, serde_json::Value> =
+        rig.admin.get("/v1/rollouts/cap/devices").await.unwrap();
+    assert_eq!(d[&dev(2)]["attempts"], 2, "{:?}", d[&dev(2)]);
+    assert_eq!(d[&dev(5)]["status"]["status"], "waiting");
+    rig.stop().await;
+}
