@@ -154,6 +154,11 @@ impl Gateway {
         &self.booted_version
     }
 
+    /// From the next boot on, the health check fails while `version` is booted (`None`: never).
+    pub fn set_fail_health_on(&mut self, version: Option<String>) {
+        self.opts.fail_health_on = version;
+    }
+
     /// Boots so far (the first start included).
     pub fn boots(&self) -> u32 {
         self.boots

@@ -12,7 +12,7 @@
 //! -p spark-meterd -p spark-uplinkd -p spark-updated` first).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use spark_fleet::{Binaries, Cloud, CloudOptions, Gateway, GatewayOptions, ReleaseSpec, noise};
@@ -30,8 +30,18 @@ const GATEWAYS: [(&str, &str); 3] = [
 /// The whole rollout must finish within this (real time).
 const ROLLOUT_LIMIT: Duration = Duration::from_secs(240);
 
-#[test]
-fn three_gateways_update_through_ota_and_ingest_push() {
+/// The fleet of a test: the cloud with release 2.0.0 uploaded and three gateways on the factory
+/// image 1.0.0, all sending telemetry.
+struct Fleet {
+    cloud: Cloud,
+    gateways: Vec<Gateway>,
+    release: spark_ota::catalog::Uploaded,
+    dir: PathBuf,
+    // Removed last (fields drop in order), after every process is gone.
+    _work: Option<tempfile::TempDir>,
+}
+
+fn fleet(name: &str) -> Fleet {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -42,12 +52,12 @@ fn three_gateways_update_through_ota_and_ingest_push() {
     chromium::present().unwrap();
     let bins = Binaries::locate(None).unwrap();
     let work = tempfile::Builder::new()
-        .prefix("spark-fleet-e2e-")
+        .prefix(&format!("spark-fleet-{name}-"))
         .tempdir()
         .unwrap();
     // SPARK_FLEET_KEEP=1 keeps the fleet's directory (configs, logs, databases) afterwards.
     let dir = work.path().to_owned();
-    let _work = match std::env::var_os("SPARK_FLEET_KEEP") {
+    let work = match std::env::var_os("SPARK_FLEET_KEEP") {
         Some(_) => {
             let _ = work.keep();
             None
@@ -74,10 +84,10 @@ fn three_gateways_update_through_ota_and_ingest_push() {
     }
     .build(cloud.pki(), &releases)
     .unwrap();
-    let uploaded = cloud.upload(&v2).unwrap();
-    assert_eq!(uploaded.version, "2.0.0");
+    let release = cloud.upload(&v2).unwrap();
+    assert_eq!(release.version, "2.0.0");
 
-    // Three gateways on the factory image 1.0.0, provisioned with their region.
+    // Three gateways on the factory image 1.0.0, provisioned with their region and site.
     let link = cloud.link();
     let mut gateways: Vec<Gateway> = GATEWAYS
         .iter()
@@ -111,11 +121,20 @@ fn three_gateways_update_through_ota_and_ingest_push() {
             .is_some_and(|n| n == "3")
         },
     );
+    Fleet {
+        cloud,
+        gateways,
+        release,
+        dir,
+        _work: work,
+    }
+}
 
-    // Two waves: one gateway first, the rest an hour later, once the first reported success,
-    // soaked an hour and kept sending telemetry (silent for 45 minutes is silent).
+/// Two waves: one gateway first, the rest an hour later, once the first reported success,
+/// soaked an hour and kept sending telemetry (silent for 45 minutes is silent).
+fn create_rollout(f: &Fleet) -> RolloutStatus {
     let req: CreateRollout = serde_json::from_value(serde_json::json!({
-        "release": uploaded.release,
+        "release": f.release.release,
         "id": "e2e",
         "plan": "33%@0h,100%@1h",
         "gates": {
@@ -126,11 +145,24 @@ fn three_gateways_update_through_ota_and_ingest_push() {
         },
     }))
     .unwrap();
-    let created = cloud.create_rollout(&req).unwrap();
+    let created = f.cloud.create_rollout(&req).unwrap();
     assert_eq!(created.waves.len(), 2);
     assert_eq!(created.waves.iter().map(|w| w.devices).sum::<u64>(), 3);
-    let first_wave = created.waves[0].devices;
-    assert_eq!(first_wave, 1, "{created:?}");
+    assert_eq!(created.waves[0].devices, 1, "{created:?}");
+    created
+}
+
+#[test]
+fn three_gateways_update_through_ota_and_ingest_push() {
+    let f = fleet("e2e");
+    create_rollout(&f);
+    let Fleet {
+        mut cloud,
+        mut gateways,
+        release: uploaded,
+        dir,
+        _work,
+    } = f;
 
     // Run the fleet until the rollout is done; note when each gateway rebooted into 2.0.0 and
     // what the rollout looked like then.
@@ -200,10 +232,9 @@ fn three_gateways_update_through_ota_and_ingest_push() {
             "{serial} updated before the first wave ({first}) passed its gates: {s:?}"
         );
     }
-    assert!(
-        status.bytes_served >= 3 * uploaded.size as i64,
-        "{status:?}"
-    );
+    // Each gateway fetched the bundle once, and every byte counts toward the rollout's data
+    // cost (the push records the offer before the gateway can start downloading).
+    assert_eq!(status.bytes_served, 3 * uploaded.size as i64, "{status:?}");
 
     // The release reached them by push through ingest, one per gateway, under this rollout.
     let pushes = cloud.get("/v1/pushes").unwrap();
@@ -309,6 +340,122 @@ fn three_gateways_update_through_ota_and_ingest_push() {
         pages.join("rollout.png").display()
     );
 
+    drop(gateways);
+    cloud.stop();
+}
+
+/// The first wave's gateway cannot run 2.0.0 (its health check fails after the update): its
+/// agent marks slot B bad and goes back to A on 1.0.0, reports it, and the failure gate pauses
+/// the rollout by itself, so the second wave never opens and the other two stay on 1.0.0.
+#[test]
+fn a_release_failing_its_health_check_rolls_back_and_pauses_the_rollout() {
+    let f = fleet("health");
+    create_rollout(&f);
+    let Fleet {
+        mut cloud,
+        mut gateways,
+        dir: _dir,
+        _work,
+        ..
+    } = f;
+    let waves: serde_json::Value = cloud.get("/v1/rollouts/e2e/devices").unwrap();
+    let first = waves
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, d)| d["wave"] == 0)
+        .map(|(serial, _)| serial.clone())
+        .unwrap();
+    let bad = gateways.iter().position(|g| g.serial() == first).unwrap();
+    gateways[bad].set_fail_health_on(Some("2.0.0".into()));
+
+    // Run until the rollout pauses itself.
+    let started = Instant::now();
+    let paused = loop {
+        assert!(
+            started.elapsed() < ROLLOUT_LIMIT,
+            "rollout did not pause within {ROLLOUT_LIMIT:?}: {:#?}",
+            cloud.rollout("e2e").ok()
+        );
+        cloud.check_running().unwrap();
+        for gw in &mut gateways {
+            if gw.service().unwrap() {
+                println!(
+                    "{:>6.1} s  {} rebooted into {} on slot {}",
+                    started.elapsed().as_secs_f64(),
+                    gw.serial(),
+                    gw.version(),
+                    gw.booted()
+                );
+            }
+        }
+        let s = cloud.rollout("e2e").unwrap();
+        if s.state == "paused" {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "paused after {:.1} s: {:?}",
+        started.elapsed().as_secs_f64(),
+        paused.reason
+    );
+    assert!(
+        paused.reason.as_deref().is_some_and(|r| r.contains("fail")),
+        "{paused:?}"
+    );
+    assert_eq!(paused.waves[0].failed, 1, "{paused:?}");
+
+    // The bad unit is back on A, running 1.0.0, with B marked bad by the agent; the report
+    // reached the server.
+    wait(
+        &mut cloud,
+        &mut gateways,
+        Duration::from_secs(60),
+        |cloud, gws| {
+            gws[bad].booted() == Slot::A
+                && cloud.devices().ok().is_some_and(|ds| {
+                    ds.iter()
+                        .any(|d| d["device"] == first.as_str() && d["current_version"] == "1.0.0")
+                })
+        },
+    );
+    let gw = &gateways[bad];
+    assert_eq!(gw.version(), "1.0.0");
+    assert_eq!(gw.boots(), 3, "factory boot, into B, back to A");
+    let rauc = gw.board().status().unwrap();
+    assert_eq!(
+        rauc.slot(Slot::B).unwrap().boot_status.as_deref(),
+        Some("bad"),
+        "{rauc:?}"
+    );
+    assert_eq!(
+        rauc.slot(Slot::A).unwrap().boot_status.as_deref(),
+        Some("good"),
+        "{rauc:?}"
+    );
+
+    // An hour and more of rollout time later the second wave is still shut: the other two
+    // were never offered 2.0.0 and still run 1.0.0 from A.
+    let until = Instant::now() + Duration::from_secs(15);
+    wait(
+        &mut cloud,
+        &mut gateways,
+        Duration::from_secs(30),
+        |_, _| Instant::now() > until,
+    );
+    let s = cloud.rollout("e2e").unwrap();
+    assert_eq!(s.state, "paused", "{s:?}");
+    assert_eq!(s.waves[1].offered, 0, "{s:?}");
+    assert!(s.waves[1].opened_at.is_none(), "{s:?}");
+    for (i, gw) in gateways.iter().enumerate() {
+        if i != bad {
+            assert_eq!(
+                (gw.booted(), gw.version(), gw.boots()),
+                (Slot::A, "1.0.0", 1)
+            );
+        }
+    }
     drop(gateways);
     cloud.stop();
 }

@@ -124,6 +124,10 @@ type Key = (Arc<str>, Arc<str>, Arc<str>);
 #[derive(Debug, Clone, Default)]
 pub struct Accounting {
     pending: Arc<Mutex<HashMap<Key, (u64, u64)>>>,
+    /// Held through a whole flush: a flush that starts while another is writing waits for it,
+    /// so whoever flushes before reading the figures sees every count taken so far (without
+    /// it, a report could read the database while a concurrent flush still held its counts).
+    flushing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Accounting {
@@ -137,15 +141,26 @@ impl Accounting {
 
     /// Writes the counters gathered so far to the database.
     pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
+        let _flushing = self.flushing.lock().await;
         let taken: Vec<(Key, (u64, u64))> = {
             let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             map.drain().collect()
         };
         let now = crate::now();
-        for ((device, sha, rollout), (bytes, requests)) in taken {
-            store
-                .add_download(&device, &sha, &rollout, bytes as i64, requests as i64, now)
-                .await?;
+        let mut taken = taken.into_iter();
+        while let Some((key, (bytes, requests))) = taken.next() {
+            let (device, sha, rollout) = &key;
+            if let Err(e) = store
+                .add_download(device, sha, rollout, bytes as i64, requests as i64, now)
+                .await
+            {
+                // Not written: kept for the next flush rather than lost.
+                self.add(&key, bytes, requests);
+                for (key, (bytes, requests)) in taken {
+                    self.add(&key, bytes, requests);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }

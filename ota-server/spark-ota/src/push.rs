@@ -148,6 +148,12 @@ impl Pusher {
                 "kind": "update_available",
                 "manifest_b64": base64::engine::general_purpose::STANDARD.encode(wire),
             });
+            // Recorded before it is sent: a gateway acts on the push at once and may fetch
+            // the bundle before ingest answers us, and its download is counted under the
+            // rollout its device record names. The engine already took the offer (above).
+            self.store
+                .set_offered(&gw.gateway, offer.release.id, &offer.rollout, now)
+                .await?;
             let path = format!("/v1/gateways/{}/commands", gw.gateway);
             let (status, bytes) = self
                 .client
@@ -178,9 +184,6 @@ impl Pusher {
                     &record.status,
                     now,
                 )
-                .await?;
-            self.store
-                .set_offered(&gw.gateway, offer.release.id, &offer.rollout, now)
                 .await?;
             info!(device = %gw.gateway, release = offer.release.id, rollout = %offer.rollout, command = record.id, status = %record.status, "UpdateAvailable pushed");
             out.pushed.push(gw.gateway);
