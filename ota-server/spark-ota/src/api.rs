@@ -89,11 +89,13 @@ impl From<UploadError> for ApiError {
             | UploadError::DigestMismatch { .. }
             | UploadError::Bundle(_)
             | UploadError::VersionMismatch { .. }
-            | UploadError::NoBundleVersion => ApiError::Unprocessable(m),
+            | UploadError::NoBundleVersion
+            | UploadError::BundleVersionNotSemver { .. }
+            | UploadError::DevSign(_) => ApiError::Unprocessable(m),
             UploadError::ReleaseExists { .. } | UploadError::DuplicateBundle { .. } => {
                 ApiError::Conflict(m)
             }
-            UploadError::TooLarge { .. } => ApiError::TooLarge(m),
+            UploadError::TooLarge { .. } | UploadError::OverLimit { .. } => ApiError::TooLarge(m),
             UploadError::Io { .. } => ApiError::Internal(m),
             UploadError::Store(s) => ApiError::Store(s),
         }
@@ -404,6 +406,7 @@ async fn bundle(
 /// The admin routes, behind [`admin_auth`]:
 /// ```text
 /// POST /v1/releases                 body: bundle; header Spark-Release: base64(signed manifest)
+///                                   (dev mode: the header may be left out; the server signs)
 /// GET  /v1/releases                 GET /v1/releases/{id}        POST /v1/releases/{id}/yank
 /// GET  /v1/devices                  GET /v1/devices/{id}
 /// PUT  /v1/devices/{id}/attributes  {"hardware_rev","tags":{"region":"eu"},"time_zone"}
@@ -484,14 +487,16 @@ async fn release_upload(
 ) -> Result<Response, ApiError> {
     let mut stream = body.into_data_stream();
     let result = async {
-        let b64 = headers
-            .get(RELEASE_HEADER)
-            .ok_or(UploadError::MissingManifest)?
-            .as_bytes();
-        let doc = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|e| UploadError::ManifestEncoding(e.to_string()))?;
-        st.catalog.upload(&doc, &mut stream).await
+        // Without the header only a dev-mode catalog accepts the upload (it signs a manifest).
+        let doc = match headers.get(RELEASE_HEADER) {
+            Some(b64) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| UploadError::ManifestEncoding(e.to_string()))?,
+            ),
+            None => None,
+        };
+        st.catalog.upload(doc.as_deref(), &mut stream).await
     }
     .await;
     match result {

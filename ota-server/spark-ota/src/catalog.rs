@@ -8,6 +8,13 @@
 //! The order is chosen so that bad input costs little: the manifest (a header, ~1 KiB) is parsed
 //! and its Ed25519 signature checked before a byte of the body is read; a body longer than the
 //! manifest declares is cut off at that length.
+//!
+//! **Dev mode** (`[dev] release-key`): the server holds a release private key and accepts an
+//! upload without a manifest. It then receives the bundle (up to `max-bundle-bytes`), verifies
+//! it exactly as above, and signs a manifest for the bundle's compatible and version, its SHA-256
+//! and size as received, valid for [`DEV_MANIFEST_VALIDITY`] — with the same `spark-release`
+//! calls `spark-keys sign-release` makes. Without dev mode such an upload is refused: in
+//! production the release key stays offline and the server only stores signatures.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +23,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use spark_image::{Bundle, Keyring, VerifyOptions};
-use spark_release::{Policy, SignedRelease, Timestamp, TrustedKeys, Version};
+use spark_release::{
+    Policy, ReleaseManifest, SignedRelease, SigningKey, Timestamp, TrustedKeys, Version,
+};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::UploadError;
@@ -32,7 +41,13 @@ pub struct Catalog {
     verify: VerifyOptions,
     release_keys: Arc<TrustedKeys>,
     max_bundle_bytes: u64,
+    /// Dev mode: the release key manifests of uploads without one are signed with.
+    dev_key: Option<Arc<SigningKey>>,
 }
+
+/// How long a manifest signed in dev mode is valid: `spark-keys sign-release`'s default
+/// `--expires-in` (30 days).
+pub const DEV_MANIFEST_VALIDITY: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +68,9 @@ pub struct Uploaded {
     /// The bundle was already in the blob store (same SHA-256): not stored twice.
     pub duplicate_bundle: bool,
     pub signer: String,
+    /// Dev mode: the server signed the release manifest itself (the upload had none).
+    #[serde(default)]
+    pub dev_signed: bool,
 }
 
 /// True for 64 lower-case hex digits (a blob name).
@@ -88,7 +106,21 @@ impl Catalog {
             verify,
             release_keys: Arc::new(release_keys),
             max_bundle_bytes,
+            dev_key: None,
         })
+    }
+
+    /// Dev mode: uploads without a manifest are accepted and signed with `key`. The caller
+    /// checks that `key`'s public half is among the release keys (else devices could not verify
+    /// what the server signs).
+    pub fn with_dev_key(mut self, key: SigningKey) -> Catalog {
+        self.dev_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Whether this catalog signs manifests itself (dev mode).
+    pub fn dev_mode(&self) -> bool {
+        self.dev_key.is_some()
     }
 
     /// The blob file of a stored bundle.
@@ -116,78 +148,50 @@ impl Catalog {
         Ok(release)
     }
 
-    /// Receives a release: `doc` is the signed release manifest, `body` the bundle bytes.
-    pub async fn upload<S, E>(&self, doc: &[u8], body: S) -> Result<Uploaded, UploadError>
+    /// Receives a release: `doc` is the signed release manifest, `body` the bundle bytes. Without
+    /// `doc`, only a dev-mode catalog accepts the upload, and signs the manifest itself.
+    pub async fn upload<S, E>(&self, doc: Option<&[u8]>, body: S) -> Result<Uploaded, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let release = self.check_manifest(doc)?;
-        let m = release.manifest().clone();
-        let (compatible, version) = (m.compatible.clone(), m.version.to_string());
-        if let Some(id) = self.store.release_by_version(&compatible, &version).await? {
-            return Err(UploadError::ReleaseExists {
-                compatible,
-                version,
-                id,
-            });
-        }
-        let sha_claimed = hex::encode(m.bundle_sha256);
-        if let Some(id) = self.store.release_by_bundle(&sha_claimed).await? {
-            return Err(UploadError::DuplicateBundle {
-                sha256: sha_claimed,
-                id,
-            });
-        }
-        if m.bundle_size > self.max_bundle_bytes {
-            return Err(UploadError::TooLarge {
-                declared: m.bundle_size,
-            });
-        }
-
-        // 1. Stream to a temporary file, hashing on the way, never past the declared size.
-        let tmp = tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(&self.spool)
-            .map_err(|source| UploadError::Io {
-                path: self.spool.clone(),
-                source,
-            })?;
-        let tmp_path = tmp.path().to_owned();
-        let io_err = |source| UploadError::Io {
-            path: tmp_path.clone(),
-            source,
+        let given = match doc {
+            Some(doc) => Some(self.check_manifest(doc)?),
+            None if self.dev_key.is_none() => return Err(UploadError::MissingManifest),
+            None => None,
         };
-        let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(io_err)?);
-        let mut hash = Sha256::new();
-        let mut received = 0u64;
-        let mut body = body;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| UploadError::Receive(e.to_string()))?;
-            received += chunk.len() as u64;
-            if received > m.bundle_size {
-                return Err(UploadError::TooLarge {
+        // With a manifest, everything it names is checked before a byte of the body is read.
+        let limit = match &given {
+            Some(release) => {
+                let m = release.manifest();
+                self.check_new(&m.compatible, &m.version.to_string(), &m.bundle_sha256)
+                    .await?;
+                if m.bundle_size > self.max_bundle_bytes {
+                    return Err(UploadError::OverLimit {
+                        limit: self.max_bundle_bytes,
+                    });
+                }
+                m.bundle_size
+            }
+            None => self.max_bundle_bytes,
+        };
+
+        // 1. Stream to a temporary file, hashing on the way, never past the limit.
+        let (tmp, sha, received) = self.receive(body, limit, given.is_some()).await?;
+        if let Some(release) = &given {
+            let m = release.manifest();
+            if received != m.bundle_size {
+                return Err(UploadError::SizeMismatch {
                     declared: m.bundle_size,
+                    received,
                 });
             }
-            hash.update(&chunk);
-            file.write_all(&chunk).await.map_err(io_err)?;
-        }
-        file.flush().await.map_err(io_err)?;
-        file.sync_all().await.map_err(io_err)?;
-        drop(file);
-        if received != m.bundle_size {
-            return Err(UploadError::SizeMismatch {
-                declared: m.bundle_size,
-                received,
-            });
-        }
-        let sha: [u8; 32] = hash.finalize().into();
-        if sha != m.bundle_sha256 {
-            return Err(UploadError::DigestMismatch {
-                expected: hex::encode(m.bundle_sha256),
-                found: hex::encode(sha),
-            });
+            if sha != m.bundle_sha256 {
+                return Err(UploadError::DigestMismatch {
+                    expected: hex::encode(m.bundle_sha256),
+                    found: hex::encode(sha),
+                });
+            }
         }
         let sha_hex = hex::encode(sha);
 
@@ -201,24 +205,67 @@ impl Catalog {
         .await
         .map_err(|e| UploadError::Receive(format!("verification task failed: {e}")))?
         .map_err(UploadError::Bundle)?;
-        if info.compatible != compatible {
-            return Err(UploadError::Bundle(spark_image::BundleError::Compatible {
-                expected: compatible,
-                actual: info.compatible,
-            }));
-        }
         let bundle_version = info.version.clone().ok_or(UploadError::NoBundleVersion)?;
-        match Version::parse(&bundle_version) {
-            Ok(v) if v == m.version => {}
-            _ => {
-                return Err(UploadError::VersionMismatch {
-                    bundle: bundle_version,
-                    release: version,
-                });
-            }
-        }
 
-        // 3. Store: blob first (content-addressed, so a duplicate is simply kept), then the rows.
+        // 3. The signed release: the uploaded one, checked against the bundle; or, in dev mode,
+        //    one signed here for what the bundle is.
+        let (release, dev_signed) = match (given, &self.dev_key) {
+            (Some(release), _) => {
+                let m = release.manifest();
+                if info.compatible != m.compatible {
+                    return Err(UploadError::Bundle(spark_image::BundleError::Compatible {
+                        expected: m.compatible.clone(),
+                        actual: info.compatible,
+                    }));
+                }
+                match Version::parse(&bundle_version) {
+                    Ok(v) if v == m.version => {}
+                    _ => {
+                        return Err(UploadError::VersionMismatch {
+                            bundle: bundle_version,
+                            release: m.version.to_string(),
+                        });
+                    }
+                }
+                (release, false)
+            }
+            (None, Some(key)) => {
+                let version = Version::parse(&bundle_version).map_err(|_| {
+                    UploadError::BundleVersionNotSemver {
+                        version: bundle_version.clone(),
+                    }
+                })?;
+                self.check_new(&info.compatible, &version.to_string(), &sha)
+                    .await?;
+                let issued_at = Timestamp::now();
+                let manifest = ReleaseManifest {
+                    compatible: info.compatible.clone(),
+                    version,
+                    bundle_sha256: sha,
+                    bundle_size: received,
+                    locations: Vec::new(),
+                    min_version: None,
+                    issued_at,
+                    expires_at: issued_at
+                        .checked_add(DEV_MANIFEST_VALIDITY)
+                        .ok_or_else(|| {
+                            UploadError::DevSign("the expiry would be past the year 9999".into())
+                        })?,
+                    allow_downgrade: false,
+                    rollout: None,
+                };
+                let release = SignedRelease::sign(manifest, key)
+                    .map_err(|e| UploadError::DevSign(e.to_string()))?;
+                tracing::warn!(compatible = %info.compatible, version = %bundle_version, key_id = %release.key_id(), "dev mode: release manifest signed by this server");
+                (release, true)
+            }
+            // Invariant: an upload without a manifest was refused above unless a key is held.
+            (None, None) => return Err(UploadError::MissingManifest),
+        };
+        let m = release.manifest().clone();
+        let (compatible, version) = (m.compatible.clone(), m.version.to_string());
+
+        // 4. Store: blob first (content-addressed, so a duplicate is simply kept), then the rows.
         let blob = self.blob_path(&sha_hex);
         let duplicate_bundle = self.store.bundle(&sha_hex).await?.is_some() && blob.exists();
         if !duplicate_bundle {
@@ -269,7 +316,7 @@ impl Catalog {
             version: version.clone(),
             id,
         })?;
-        tracing::info!(release = id, %compatible, %version, sha256 = %sha_hex, duplicate_bundle, "release stored");
+        tracing::info!(release = id, %compatible, %version, sha256 = %sha_hex, duplicate_bundle, dev_signed, "release stored");
         Ok(Uploaded {
             release: id,
             compatible,
@@ -278,6 +325,74 @@ impl Catalog {
             size: m.bundle_size,
             duplicate_bundle,
             signer: info.signature.signer,
+            dev_signed,
         })
+    }
+
+    /// Refuses a release whose version or bundle the catalog already holds.
+    async fn check_new(
+        &self,
+        compatible: &str,
+        version: &str,
+        sha256: &[u8; 32],
+    ) -> Result<(), UploadError> {
+        if let Some(id) = self.store.release_by_version(compatible, version).await? {
+            return Err(UploadError::ReleaseExists {
+                compatible: compatible.to_owned(),
+                version: version.to_owned(),
+                id,
+            });
+        }
+        let sha = hex::encode(sha256);
+        if let Some(id) = self.store.release_by_bundle(&sha).await? {
+            return Err(UploadError::DuplicateBundle { sha256: sha, id });
+        }
+        Ok(())
+    }
+
+    /// Streams `body` into a temporary file in the spool, hashing it; more than `limit` bytes
+    /// is refused (`declared`: the limit is the manifest's size, else `max-bundle-bytes`).
+    async fn receive<S, E>(
+        &self,
+        mut body: S,
+        limit: u64,
+        declared: bool,
+    ) -> Result<(tempfile::NamedTempFile, [u8; 32], u64), UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let tmp = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(&self.spool)
+            .map_err(|source| UploadError::Io {
+                path: self.spool.clone(),
+                source,
+            })?;
+        let tmp_path = tmp.path().to_owned();
+        let io_err = |source| UploadError::Io {
+            path: tmp_path.clone(),
+            source,
+        };
+        let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(io_err)?);
+        let mut hash = Sha256::new();
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| UploadError::Receive(e.to_string()))?;
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(if declared {
+                    UploadError::TooLarge { declared: limit }
+                } else {
+                    UploadError::OverLimit { limit }
+                });
+            }
+            hash.update(&chunk);
+            file.write_all(&chunk).await.map_err(io_err)?;
+        }
+        file.flush().await.map_err(io_err)?;
+        file.sync_all().await.map_err(io_err)?;
+        drop(file);
+        Ok((tmp, hash.finalize().into(), received))
     }
 }

@@ -40,7 +40,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), ClientError> {
 pub async fn release_upload(
     c: &AdminClient,
     bundle: &Path,
-    release: &Path,
+    release: Option<&Path>,
     json: bool,
 ) -> Result<Uploaded, ClientError> {
     let bar = ProgressBar::new(0).with_style(
@@ -49,7 +49,7 @@ pub async fn release_upload(
             .progress_chars("=> "),
     );
     bar.set_message("uploading");
-    let up = c.upload(bundle, release, &bar).await?;
+    let up = c.upload_maybe_signed(bundle, release, &bar).await?;
     if json {
         print_json(&up)?;
     } else {
@@ -67,6 +67,9 @@ pub async fn release_upload(
             },
             up.signer
         );
+        if up.dev_signed {
+            println!("release manifest signed by the server (dev mode)");
+        }
     }
     Ok(up)
 }

@@ -103,11 +103,26 @@ impl AdminClient {
         release: &Path,
         progress: &ProgressBar,
     ) -> Result<Uploaded, ClientError> {
+        self.upload_maybe_signed(bundle, Some(release), progress)
+            .await
+    }
+
+    /// Uploads `bundle` with its signed release manifest, or without one (`None`): only a
+    /// server in dev mode accepts that, and signs the manifest itself.
+    pub async fn upload_maybe_signed(
+        &self,
+        bundle: &Path,
+        release: Option<&Path>,
+        progress: &ProgressBar,
+    ) -> Result<Uploaded, ClientError> {
         let file_err = |path: &Path| {
             let path = path.to_owned();
             move |source| ClientError::File { path, source }
         };
-        let doc = std::fs::read(release).map_err(file_err(release))?;
+        let doc = match release {
+            Some(release) => Some(std::fs::read(release).map_err(file_err(release))?),
+            None => None,
+        };
         let file = tokio::fs::File::open(bundle)
             .await
             .map_err(file_err(bundle))?;
@@ -121,10 +136,12 @@ impl AdminClient {
         let mut headers = self.headers();
         headers[0] = ("content-type", "application/octet-stream".to_owned());
         headers.push(("content-length", size.to_string()));
-        headers.push((
-            RELEASE_HEADER,
-            base64::engine::general_purpose::STANDARD.encode(doc),
-        ));
+        if let Some(doc) = doc {
+            headers.push((
+                RELEASE_HEADER,
+                base64::engine::general_purpose::STANDARD.encode(doc),
+            ));
+        }
         let result = self
             .http
             .json(Method::POST, "/v1/releases", &headers, body)

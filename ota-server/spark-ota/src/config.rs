@@ -22,6 +22,8 @@
 //! tick-secs = 5                        # gates evaluated, waves opened this often
 //! clock-factor = 3600                  # demo/simulation only: 1 real second = 1 hour
 //! clock-origin = "2026-11-30T00:00:00Z"
+//! [dev]                                # demos only, never in production
+//! release-key = "dev-pki/release.key.pem"  # the server signs manifests of uploads without one
 //! ```
 
 use std::net::SocketAddr;
@@ -53,6 +55,13 @@ struct RawConfig {
     tls: RawTls,
     push: Option<RawPush>,
     rollouts: Option<RawRollouts>,
+    dev: Option<RawDev>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawDev {
+    release_key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +152,15 @@ impl RolloutsConfig {
     }
 }
 
+/// Dev mode: what a demo server may hold that a production one never does.
+#[derive(Debug, Clone)]
+pub struct DevConfig {
+    /// The Ed25519 release private key (`release.key.pem` of `spark-keys init --dev`): uploads
+    /// without a signed manifest get one signed with it. Its public half must be among
+    /// `release-keys`.
+    pub release_key: PathBuf,
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -162,6 +180,8 @@ pub struct Config {
     pub tls: TlsFiles,
     pub push: Option<PushConfig>,
     pub rollouts: RolloutsConfig,
+    /// Dev mode (`[dev]`); `None` in production.
+    pub dev: Option<DevConfig>,
 }
 
 /// Default cap on a bundle upload: 4 GiB (a BeagleBone root filesystem is far smaller).
@@ -282,6 +302,9 @@ impl Config {
             },
             push,
             rollouts,
+            dev: raw.dev.map(|d| DevConfig {
+                release_key: rel(d.release_key),
+            }),
         })
     }
 }
@@ -312,6 +335,27 @@ mod tests {
         assert!(c.push.is_none());
         assert_eq!(c.rollouts.tick, Duration::from_secs(5));
         assert_eq!(c.rollouts.clock().factor(), 1);
+        assert!(c.dev.is_none());
+    }
+
+    #[test]
+    fn dev_mode_release_key() {
+        let base = "keyring='k'\nrelease-keys=['r']\n[tls]\ncert='c'\nkey='k'\ndevice-ca='d'\n";
+        let c = Config::parse(
+            &format!("{base}[dev]\nrelease-key = \"pki/release.key.pem\"\n"),
+            Path::new("/x/ota.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.dev.unwrap().release_key,
+            Path::new("/x/pki/release.key.pem")
+        );
+        let e = Config::parse(
+            &format!("{base}[dev]\nkey = \"k\"\n"),
+            Path::new("/x/ota.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("release-key"), "{e}");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub enum ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error(
-        "no signed release manifest: send it base64-encoded in the `Spark-Release` header (spark-ota release upload does this)"
+        "no signed release manifest: sign one offline (`spark-keys sign-release --key release.key.pem --bundle BUNDLE --compatible C --version V -o BUNDLE.release.json`) and upload both (`spark-ota release upload BUNDLE BUNDLE.release.json`, which sends it base64-encoded in the `Spark-Release` header); only a server in dev mode ([dev] release-key) signs manifests itself"
     )]
     MissingManifest,
     #[error("the Spark-Release header is not base64: {0}")]
@@ -82,6 +82,10 @@ pub enum UploadError {
     )]
     TooLarge { declared: u64 },
     #[error(
+        "the bundle is larger than this server's max-bundle-bytes ({limit} bytes): raise max-bundle-bytes or build a smaller bundle"
+    )]
+    OverLimit { limit: u64 },
+    #[error(
         "the upload is {received} bytes but the signed manifest declares {declared}: the upload was cut or is not this release's bundle"
     )]
     SizeMismatch { declared: u64, received: u64 },
@@ -97,6 +101,12 @@ pub enum UploadError {
     VersionMismatch { bundle: String, release: String },
     #[error("the bundle has no [update] version: build it with --version")]
     NoBundleVersion,
+    #[error(
+        "dev mode: the bundle's version {version:?} is not a semantic version, so no release manifest can be signed for it: build the bundle with --version MAJOR.MINOR.PATCH"
+    )]
+    BundleVersionNotSemver { version: String },
+    #[error("dev mode: cannot sign a release manifest for this bundle: {0}")]
+    DevSign(String),
     #[error("receiving the upload failed: {0}")]
     Receive(String),
     #[error("cannot store the upload in {}: {source}", path.display())]
@@ -127,6 +137,16 @@ pub enum ServeError {
         path: PathBuf,
         source: spark_release::KeyError,
     },
+    #[error("cannot load the dev-mode release key {}: {source}; point `[dev] release-key` at the release.key.pem of `spark-keys init --dev`, or remove [dev]", path.display())]
+    DevKey {
+        path: PathBuf,
+        source: spark_release::KeyError,
+    },
+    #[error(
+        "the dev-mode release key {} (key id {key_id}) is not among `release-keys`: add its public half (release.pub.pem beside it) to release-keys, else devices could not verify the manifests this server signs",
+        path.display()
+    )]
+    DevKeyNotTrusted { path: PathBuf, key_id: String },
     #[error("cannot create {}: {source}", path.display())]
     DataDir {
         path: PathBuf,

@@ -95,8 +95,9 @@ enum ReleaseCmd {
         admin: AdminArgs,
         /// The RAUC bundle (.raucb).
         bundle: PathBuf,
-        /// Its signed release manifest (.release.json or wire form).
-        release: PathBuf,
+        /// Its signed release manifest (.release.json or wire form). Leave it out only with a
+        /// server in dev mode (`[dev] release-key`), which then signs one itself.
+        release: Option<PathBuf>,
     },
     /// List releases.
     List {
@@ -407,7 +408,8 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 bundle,
                 release,
             } => {
-                cli::release_upload(&client(&admin)?, &bundle, &release, admin.json).await?;
+                cli::release_upload(&client(&admin)?, &bundle, release.as_deref(), admin.json)
+                    .await?;
             }
             ReleaseCmd::List { admin } => cli::release_list(&client(&admin)?, admin.json).await?,
             ReleaseCmd::Show { admin, id } => cli::release_show(&client(&admin)?, id).await?,

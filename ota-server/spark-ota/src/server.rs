@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::server::WebPkiClientVerifier;
 use spark_image::Keyring;
-use spark_release::TrustedKeys;
+use spark_release::{KeyId, SigningKey, TrustedKeys};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -83,6 +84,29 @@ fn admin_tls(config: &Config) -> Result<rustls::ServerConfig, ServeError> {
         .map_err(spark_tls::TlsError::from)?)
 }
 
+/// Loads the dev-mode release key and checks that devices can verify what it signs: its public
+/// half must be one of the trusted release keys. Warns loudly, once, at start-up.
+fn dev_release_key(path: &Path, trusted: &TrustedKeys) -> Result<SigningKey, ServeError> {
+    let key = spark_release::load_signing_key(path).map_err(|source| ServeError::DevKey {
+        path: path.to_owned(),
+        source,
+    })?;
+    let public = key.verifying_key();
+    let key_id = KeyId::of(&public);
+    if trusted.get(key_id) != Some(&public) {
+        return Err(ServeError::DevKeyNotTrusted {
+            path: path.to_owned(),
+            key_id: key_id.to_string(),
+        });
+    }
+    warn!(
+        key = %path.display(),
+        %key_id,
+        "dev mode: this server holds a release private key; never in production (uploads without a signed manifest are signed by the server)"
+    );
+    Ok(key)
+}
+
 impl Server {
     /// Opens the database (applying migrations), the blob store, keys and TLS material. Rollouts
     /// run on the clock the config asks for and read telemetry from ingest when `[push]` is set.
@@ -114,7 +138,11 @@ impl Server {
                     source,
                 })?;
         }
-        let catalog = Catalog::new(
+        let dev_key = match &config.dev {
+            None => None,
+            Some(dev) => Some(dev_release_key(&dev.release_key, &keys)?),
+        };
+        let mut catalog = Catalog::new(
             store.clone(),
             &config.data_dir,
             keyring,
@@ -126,6 +154,9 @@ impl Server {
             path: config.data_dir.clone(),
             source,
         })?;
+        if let Some(key) = dev_key {
+            catalog = catalog.with_dev_key(key);
+        }
         let device_tls =
             spark_tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.device_ca)?;
         let clock = clock.unwrap_or_else(|| config.rollouts.clock());

@@ -27,7 +27,7 @@ async fn release_lifecycle(kind: Kind) {
     let bundle_bytes = std::fs::read(&bundle).unwrap();
     let sha = hex::encode(spark_release::digest_file(&bundle).unwrap().sha256);
 
-    let up = spark_ota::cli::release_upload(&admin, &bundle, &release_file, true)
+    let up = spark_ota::cli::release_upload(&admin, &bundle, Some(&release_file), true)
         .await
         .unwrap();
     assert_eq!(up.sha256, sha);
@@ -312,6 +312,8 @@ async fn release_lifecycle_postgres() {
 mod bad_input;
 #[path = "ota/dashboard.rs"]
 mod dashboard;
+#[path = "ota/dev_mode.rs"]
+mod dev_mode;
 #[path = "ota/push.rs"]
 mod push;
 #[path = "ota/rollouts.rs"]
