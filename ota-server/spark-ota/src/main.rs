@@ -494,6 +494,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn release_upload_manifest_is_optional() {
+        let parse = |args: &[&str]| {
+            let base = [
+                "spark-ota",
+                "release",
+                "upload",
+                "--ca",
+                "ca.pem",
+                "--token",
+                "t",
+            ];
+            let cli = Cli::try_parse_from(base.iter().chain(args)).unwrap();
+            let Command::Release(ReleaseCmd::Upload {
+                bundle, release, ..
+            }) = cli.command
+            else {
+                panic!("parsed as another command")
+            };
+            (bundle, release)
+        };
+        assert_eq!(
+            parse(&["v2.raucb", "v2.release.json"]),
+            ("v2.raucb".into(), Some("v2.release.json".into()))
+        );
+        assert_eq!(parse(&["v2.raucb"]), ("v2.raucb".into(), None));
+    }
+
+    #[test]
     fn rollout_create_flags_become_the_request() {
         let cli = Cli::try_parse_from([
             "spark-ota",
