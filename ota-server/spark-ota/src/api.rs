@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::catalog::{Catalog, is_sha256_hex};
 use crate::download::{self, Accounting, CountedFile, RangeSpec};
-use crate::error::{StoreError, UploadError};
+use crate::error::{ManifestError, StoreError, UploadError};
 use crate::rollouts::{Action, CreateRollout, RolloutError, Rollouts};
 use crate::store::{CheckIn, DeviceAttributes, Store};
 
@@ -98,6 +98,24 @@ impl From<UploadError> for ApiError {
             UploadError::TooLarge { .. } | UploadError::OverLimit { .. } => ApiError::TooLarge(m),
             UploadError::Io { .. } => ApiError::Internal(m),
             UploadError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<ManifestError> for ApiError {
+    fn from(e: ManifestError) -> Self {
+        let m = e.to_string();
+        match e {
+            ManifestError::Malformed(_) => ApiError::BadRequest(m),
+            ManifestError::NotFound(_) => ApiError::NotFound(m),
+            ManifestError::Refused(_) | ManifestError::Mismatch { .. } => {
+                ApiError::Unprocessable(m)
+            }
+            ManifestError::Yanked { .. }
+            | ManifestError::Older { .. }
+            | ManifestError::RolloutsDependOn { .. }
+            | ManifestError::Changed(_) => ApiError::Conflict(m),
+            ManifestError::Store(s) => ApiError::Store(s),
         }
     }
 }
@@ -408,6 +426,8 @@ async fn bundle(
 /// POST /v1/releases                 body: bundle; header Spark-Release: base64(signed manifest)
 ///                                   (dev mode: the header may be left out; the server signs)
 /// GET  /v1/releases                 GET /v1/releases/{id}        POST /v1/releases/{id}/yank
+/// PUT  /v1/releases/{id}/manifest   body: a new signed manifest (JSON or wire form) for the
+///                                   same compatible, version and bundle (catalog::replace_manifest)
 /// GET  /v1/devices                  GET /v1/devices/{id}
 /// PUT  /v1/devices/{id}/attributes  {"hardware_rev","tags":{"region":"eu"},"time_zone"}
 /// POST /v1/rollouts {"release":N,"id","plan","filter","gates","windows",…}   (rollouts::CreateRollout)
@@ -421,6 +441,10 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/v1/releases", post(release_upload).get(release_list))
         .route("/v1/releases/{id}", get(release_show))
         .route("/v1/releases/{id}/yank", post(release_yank))
+        .route(
+            "/v1/releases/{id}/manifest",
+            axum::routing::put(release_manifest),
+        )
         .route("/v1/devices", get(device_list))
         .route("/v1/devices/{id}", get(device_show))
         .route(
@@ -591,6 +615,18 @@ async fn release_yank(
     info!(release = id, %reason, "release yanked");
     let r = st.store.release(id).await?;
     Ok(json_response(StatusCode::OK, &r))
+}
+
+/// `PUT /v1/releases/{id}/manifest`: the body is the signed manifest itself (JSON or wire
+/// form, as `spark-keys sign-release` writes it), not base64 as in the upload's header.
+async fn release_manifest(
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let replaced = st.catalog.replace_manifest(id, &body).await?;
+    Ok(json_response(StatusCode::OK, &replaced))
 }
 
 async fn device_list(State(st): State<AppState>) -> Result<Response, ApiError> {

@@ -15,6 +15,13 @@
 //! and size as received, valid for [`DEV_MANIFEST_VALIDITY`] — with the same `spark-release`
 //! calls `spark-keys sign-release` makes. Without dev mode such an upload is refused: in
 //! production the release key stays offline and the server only stores signatures.
+//!
+//! **Replacing a manifest** ([`Catalog::replace_manifest`]): a release keeps its bundle and id
+//! but may get a new signed manifest for the same compatible, version, bundle SHA-256 and size,
+//! checked as at upload and not older than the stored one: renewed before (or after) it expires,
+//! re-signed with a rotated key, or signed as an allowed downgrade so that a rollback rollout can
+//! go back to it. Check-ins and pushes read the stored manifest each time, so devices get the
+//! new one from then on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +35,8 @@ use spark_release::{
 };
 use tokio::io::AsyncWriteExt;
 
-use crate::error::UploadError;
-use crate::store::{BundleRecord, NewRelease, Store};
+use crate::error::{ManifestError, UploadError};
+use crate::store::{BundleRecord, NewRelease, ReleaseRecord, Store};
 
 /// The catalog's fixed parts: where blobs live and what to trust.
 #[derive(Clone)]
@@ -71,6 +78,86 @@ pub struct Uploaded {
     /// Dev mode: the server signed the release manifest itself (the upload had none).
     #[serde(default)]
     pub dev_signed: bool,
+}
+
+/// The facts of a release's signed manifest the catalog keeps as columns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestFacts {
+    /// Id of the release key that signed it.
+    pub key_id: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub min_version: Option<String>,
+    pub allow_downgrade: bool,
+    /// The rollout id signed into the manifest, if any.
+    pub rollout: Option<String>,
+}
+
+impl ManifestFacts {
+    fn of(r: &ReleaseRecord) -> ManifestFacts {
+        ManifestFacts {
+            key_id: r.key_id.clone(),
+            issued_at: r.issued_at,
+            expires_at: r.expires_at,
+            min_version: r.min_version.clone(),
+            allow_downgrade: r.allow_downgrade,
+            rollout: r.manifest_rollout.clone(),
+        }
+    }
+
+    fn of_new(r: &NewRelease) -> ManifestFacts {
+        ManifestFacts {
+            key_id: r.key_id.clone(),
+            issued_at: r.issued_at,
+            expires_at: r.expires_at,
+            min_version: r.min_version.clone(),
+            allow_downgrade: r.allow_downgrade,
+            rollout: r.manifest_rollout.clone(),
+        }
+    }
+}
+
+/// What replacing a release's signed manifest did (`PUT /v1/releases/{id}/manifest`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ManifestReplaced {
+    pub release: i64,
+    pub compatible: String,
+    pub version: String,
+    /// The manifest now stored.
+    pub manifest: ManifestFacts,
+    /// The one it replaced.
+    pub previous: ManifestFacts,
+    /// The stored manifest was this one already, byte for byte: nothing changed.
+    pub unchanged: bool,
+}
+
+/// The release row of a signed release (its identity and the columns its manifest determines).
+fn release_row(release: &SignedRelease) -> NewRelease {
+    let m = release.manifest();
+    NewRelease {
+        compatible: m.compatible.clone(),
+        version: m.version.to_string(),
+        bundle_sha256: hex::encode(m.bundle_sha256),
+        // Past i64::MAX no bundle is stored; the value then matches no release.
+        bundle_size: i64::try_from(m.bundle_size).unwrap_or(i64::MAX),
+        key_id: release.key_id().to_string(),
+        issued_at: m.issued_at.unix() as i64,
+        expires_at: m.expires_at.unix() as i64,
+        min_version: m.min_version.as_ref().map(ToString::to_string),
+        allow_downgrade: m.allow_downgrade,
+        manifest_rollout: m.rollout.clone(),
+        signed: release.to_json(),
+    }
+}
+
+/// Unix seconds as RFC 3339 (the number itself when out of range).
+fn unix_text(t: i64) -> String {
+    u64::try_from(t)
+        .ok()
+        .and_then(Timestamp::from_unix)
+        .map_or_else(|| t.to_string(), |t| t.to_string())
 }
 
 /// True for 64 lower-case hex digits (a blob name).
@@ -289,19 +376,7 @@ impl Catalog {
             signer: info.signature.signer.clone(),
             uploaded_at: now,
         };
-        let new = NewRelease {
-            compatible: compatible.clone(),
-            version: version.clone(),
-            bundle_sha256: sha_hex.clone(),
-            bundle_size: m.bundle_size as i64,
-            key_id: release.key_id().to_string(),
-            issued_at: m.issued_at.unix() as i64,
-            expires_at: m.expires_at.unix() as i64,
-            min_version: m.min_version.as_ref().map(ToString::to_string),
-            allow_downgrade: m.allow_downgrade,
-            manifest_rollout: m.rollout.clone(),
-            signed: release.to_json(),
-        };
+        let new = release_row(&release);
         let inserted = match self.store.insert_release(&bundle, &new, now).await {
             Ok(r) => r,
             Err(e) => {
@@ -326,6 +401,154 @@ impl Catalog {
             duplicate_bundle,
             signer: info.signature.signer,
             dev_signed,
+        })
+    }
+
+    /// Replaces the signed manifest of release `id` with `doc` (JSON or wire form), checked as
+    /// at upload (trusted key, valid signature, not expired, not issued in the future). The new
+    /// manifest must name the release's compatible, version, bundle SHA-256 and size, and must
+    /// not be older than the stored one (`issued_at`: putting an old manifest back would replay
+    /// it). A yanked release is refused, and so is a change of the facts live rollouts of the
+    /// release were planned with (its minimum version; a dropped allowed downgrade).
+    ///
+    /// What it is for: renewing a manifest before it expires, re-signing with a rotated key, and
+    /// signing a release already in the catalog as an allowed downgrade to roll back to it.
+    pub async fn replace_manifest(
+        &self,
+        id: i64,
+        doc: &[u8],
+    ) -> Result<ManifestReplaced, ManifestError> {
+        let release = SignedRelease::parse(doc).map_err(ManifestError::Malformed)?;
+        let stored = self
+            .store
+            .release(id)
+            .await?
+            .ok_or(ManifestError::NotFound(id))?;
+        release
+            .verify(&self.release_keys, &Policy::new(Timestamp::now()))
+            .map_err(ManifestError::Refused)?;
+        let new = release_row(&release);
+        self.check_replacement(&stored, &new).await?;
+        let previous = ManifestFacts::of(&stored);
+        let done = |unchanged| ManifestReplaced {
+            release: id,
+            compatible: stored.compatible.clone(),
+            version: stored.version.clone(),
+            manifest: ManifestFacts::of_new(&new),
+            previous: previous.clone(),
+            unchanged,
+        };
+        if stored.signed.as_deref() == Some(new.signed.as_str()) {
+            tracing::info!(
+                release = id,
+                "release manifest replaced by the same manifest: nothing changed"
+            );
+            return Ok(done(true));
+        }
+        // The update is conditional on what was checked: a yank or another replacement that
+        // came in between leaves it undone, and the checks on the release as it is now say why.
+        if !self.store.replace_manifest(id, &new).await? {
+            let now = self
+                .store
+                .release(id)
+                .await?
+                .ok_or(ManifestError::NotFound(id))?;
+            self.check_replacement(&now, &new).await?;
+            return Err(ManifestError::Changed(id));
+        }
+        let out = done(false);
+        tracing::info!(
+            release = id,
+            compatible = %out.compatible,
+            version = %out.version,
+            key_id = %out.manifest.key_id,
+            issued_at = out.manifest.issued_at,
+            expires_at = out.manifest.expires_at,
+            allow_downgrade = out.manifest.allow_downgrade,
+            min_version = ?out.manifest.min_version,
+            previous_issued_at = previous.issued_at,
+            previous_expires_at = previous.expires_at,
+            previous_allow_downgrade = previous.allow_downgrade,
+            "release manifest replaced"
+        );
+        Ok(out)
+    }
+
+    /// Whether `new` may replace the manifest of `stored` (see [`Catalog::replace_manifest`]).
+    async fn check_replacement(
+        &self,
+        stored: &ReleaseRecord,
+        new: &NewRelease,
+    ) -> Result<(), ManifestError> {
+        let id = stored.id;
+        if stored.yanked_at.is_some() {
+            return Err(ManifestError::Yanked {
+                id,
+                compatible: stored.compatible.clone(),
+                version: stored.version.clone(),
+            });
+        }
+        let mut differences = Vec::new();
+        let mut differ = |what: &str, given: String, has: String| {
+            if given != has {
+                differences.push(format!("it names {what} {given}, the release has {has}"));
+            }
+        };
+        differ(
+            "compatible",
+            format!("{:?}", new.compatible),
+            format!("{:?}", stored.compatible),
+        );
+        differ("version", new.version.clone(), stored.version.clone());
+        differ(
+            "bundle SHA-256",
+            new.bundle_sha256.clone(),
+            stored.bundle_sha256.clone(),
+        );
+        differ(
+            "bundle size",
+            new.bundle_size.to_string(),
+            stored.bundle_size.to_string(),
+        );
+        if !differences.is_empty() {
+            return Err(ManifestError::Mismatch {
+                id,
+                differences: differences.join("; "),
+            });
+        }
+        if new.issued_at < stored.issued_at {
+            return Err(ManifestError::Older {
+                id,
+                stored: unix_text(stored.issued_at),
+                given: unix_text(new.issued_at),
+            });
+        }
+        // Rollouts copied the minimum version and the downgrade flag into their plan when they
+        // were created; a manifest that says otherwise would be offered by the plan and then
+        // refused by the devices (a rollback to a manifest without the flag), or the other way
+        // round.
+        let what = if stored.min_version != new.min_version {
+            "minimum version (min_version)"
+        } else if stored.allow_downgrade && !new.allow_downgrade {
+            "allowed downgrade (allow_downgrade)"
+        } else {
+            return Ok(());
+        };
+        let live: Vec<String> = self
+            .store
+            .rollouts()
+            .await?
+            .into_iter()
+            .filter(|r| r.release_id == id && r.state != "aborted")
+            .map(|r| r.id)
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        Err(ManifestError::RolloutsDependOn {
+            id,
+            rollouts: live.join(", "),
+            what,
         })
     }
 

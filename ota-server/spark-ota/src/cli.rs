@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::catalog::Uploaded;
+use crate::catalog::{ManifestReplaced, Uploaded};
 use crate::client::AdminClient;
 use crate::error::ClientError;
 use crate::rollouts::{CreateRollout, RolloutStatus, WaveStatus};
@@ -72,6 +72,56 @@ pub async fn release_upload(
         }
     }
     Ok(up)
+}
+
+/// `release manifest ID MANIFEST`: replaces the release's signed manifest and shows what
+/// changed.
+pub async fn release_manifest(
+    c: &AdminClient,
+    id: i64,
+    manifest: &Path,
+    json: bool,
+) -> Result<ManifestReplaced, ClientError> {
+    let r = c.replace_manifest(id, manifest).await?;
+    if json {
+        print_json(&r)?;
+        return Ok(r);
+    }
+    if r.unchanged {
+        println!(
+            "release {} ({} {}): this manifest is stored already; nothing changed",
+            r.release, r.compatible, r.version
+        );
+        return Ok(r);
+    }
+    println!(
+        "release {} ({} {}): signed manifest replaced; devices checking in get the new one",
+        r.release, r.compatible, r.version
+    );
+    let (new, old) = (&r.manifest, &r.previous);
+    let line = |what: &str, new: String, old: String| {
+        if new == old {
+            println!("  {what:<11} {new}");
+        } else {
+            println!("  {what:<11} {new} (was {old})");
+        }
+    };
+    let downgrade = |allowed: bool| if allowed { "allowed" } else { "not allowed" }.to_owned();
+    let min = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    line("issued", time_text(new.issued_at), time_text(old.issued_at));
+    line(
+        "expires",
+        time_text(new.expires_at),
+        time_text(old.expires_at),
+    );
+    line(
+        "downgrade",
+        downgrade(new.allow_downgrade),
+        downgrade(old.allow_downgrade),
+    );
+    line("min version", min(&new.min_version), min(&old.min_version));
+    line("signed by", new.key_id.clone(), old.key_id.clone());
+    Ok(r)
 }
 
 /// `release list`.

@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 use serde::de::DeserializeOwned;
 
 use crate::api::RELEASE_HEADER;
-use crate::catalog::Uploaded;
+use crate::catalog::{ManifestReplaced, Uploaded};
 use crate::error::ClientError;
 use crate::https::{HttpsClient, full};
 
@@ -92,6 +92,29 @@ impl AdminClient {
     ) -> Result<T, ClientError> {
         self.http
             .json(Method::PUT, path, &self.headers(), full(body.to_string()))
+            .await
+    }
+
+    /// Replaces the signed manifest of release `id` with the file `manifest` (the
+    /// `.release.json` of `spark-keys sign-release`, or the wire form), sent as the body.
+    pub async fn replace_manifest(
+        &self,
+        id: i64,
+        manifest: &Path,
+    ) -> Result<ManifestReplaced, ClientError> {
+        let doc = std::fs::read(manifest).map_err(|source| ClientError::File {
+            path: manifest.to_owned(),
+            source,
+        })?;
+        let mut headers = self.headers();
+        headers[0] = ("content-type", "application/octet-stream".to_owned());
+        self.http
+            .json(
+                Method::PUT,
+                &format!("/v1/releases/{id}/manifest"),
+                &headers,
+                full(doc),
+            )
             .await
     }
 

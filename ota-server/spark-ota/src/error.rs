@@ -68,7 +68,7 @@ pub enum UploadError {
     #[error("release manifest refused: {0}")]
     ManifestRefused(#[source] ReleaseError),
     #[error(
-        "release {compatible} {version} already exists (release {id}): yank it or sign a new version"
+        "release {compatible} {version} already exists (release {id}): to give it a new signed manifest (a later expiry, or --allow-downgrade to roll back to it) replace the stored one with `spark-ota release manifest {id} MANIFEST`; for another bundle, sign a new version"
     )]
     ReleaseExists {
         compatible: String,
@@ -114,6 +114,52 @@ pub enum UploadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why replacing the signed manifest of a stored release was refused. A refused replacement
+/// changes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("no release {0}: list them with `spark-ota release list`")]
+    NotFound(i64),
+    #[error("the signed release manifest is malformed: {0}")]
+    Malformed(#[source] DecodeError),
+    #[error("release manifest refused: {0}")]
+    Refused(#[source] ReleaseError),
+    #[error(
+        "release {id} ({compatible} {version}) is yanked: it is never offered again, so its manifest is not replaced; to ship this firmware again, build the bundle with a new version, sign its manifest and upload both (`spark-ota release upload BUNDLE MANIFEST`)"
+    )]
+    Yanked {
+        id: i64,
+        compatible: String,
+        version: String,
+    },
+    #[error(
+        "the manifest is not for release {id}: {differences}; a replacement names the same compatible, version, bundle SHA-256 and size (`spark-keys sign-release --bundle BUNDLE --compatible C --version V`); a different bundle or version is a new release (`spark-ota release upload`)"
+    )]
+    Mismatch { id: i64, differences: String },
+    #[error(
+        "the manifest was issued at {given}, before release {id}'s current one ({stored}): an older manifest is never put back (that would replay it); sign a fresh one"
+    )]
+    Older {
+        id: i64,
+        stored: String,
+        given: String,
+    },
+    #[error(
+        "rollout(s) {rollouts} of release {id} were planned with its {what}, which the new manifest changes: abort them first (`spark-ota rollout abort ID`), or sign the manifest with the same {what}"
+    )]
+    RolloutsDependOn {
+        id: i64,
+        rollouts: String,
+        what: &'static str,
+    },
+    #[error(
+        "release {0} changed while its manifest was being replaced (another replacement?): look at it (`spark-ota release show {0}`) and try again"
+    )]
+    Changed(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -38,7 +38,7 @@ pub mod telemetry;
 pub mod tokens;
 
 pub use config::Config;
-pub use error::{ClientError, ConfigError, ServeError, StoreError, UploadError};
+pub use error::{ClientError, ConfigError, ManifestError, ServeError, StoreError, UploadError};
 pub use server::{Server, run};
 pub use store::Store;
 

@@ -110,6 +110,18 @@ enum ReleaseCmd {
         admin: AdminArgs,
         id: i64,
     },
+    /// Replace a release's signed manifest with one signed again for the same compatible,
+    /// version and bundle: a later expiry, another release key, or --allow-downgrade to roll
+    /// back to it. Devices checking in afterwards get the new one.
+    Manifest {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Release id (`spark-ota release list`).
+        id: i64,
+        /// The new signed release manifest (.release.json or wire form; `spark-keys
+        /// sign-release`), not older than the stored one.
+        manifest: PathBuf,
+    },
     /// Withdraw a release: it is offered to no device any more.
     Yank {
         #[command(flatten)]
@@ -413,6 +425,13 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             }
             ReleaseCmd::List { admin } => cli::release_list(&client(&admin)?, admin.json).await?,
             ReleaseCmd::Show { admin, id } => cli::release_show(&client(&admin)?, id).await?,
+            ReleaseCmd::Manifest {
+                admin,
+                id,
+                manifest,
+            } => {
+                cli::release_manifest(&client(&admin)?, id, &manifest, admin.json).await?;
+            }
             ReleaseCmd::Yank { admin, id, reason } => {
                 cli::release_yank(&client(&admin)?, id, reason.as_deref()).await?;
             }
@@ -519,6 +538,37 @@ mod tests {
             ("v2.raucb".into(), Some("v2.release.json".into()))
         );
         assert_eq!(parse(&["v2.raucb"]), ("v2.raucb".into(), None));
+    }
+
+    #[test]
+    fn release_manifest_takes_an_id_and_a_file() {
+        let cli = Cli::try_parse_from([
+            "spark-ota",
+            "release",
+            "manifest",
+            "--ca",
+            "ca.pem",
+            "--token",
+            "t",
+            "3",
+            "v1.release.json",
+        ])
+        .unwrap();
+        let Command::Release(ReleaseCmd::Manifest { id, manifest, .. }) = cli.command else {
+            panic!("parsed as another command")
+        };
+        assert_eq!((id, manifest), (3, "v1.release.json".into()));
+        let missing = Cli::try_parse_from([
+            "spark-ota",
+            "release",
+            "manifest",
+            "--ca",
+            "ca.pem",
+            "--token",
+            "t",
+            "3",
+        ]);
+        assert!(missing.is_err(), "the manifest file is required");
     }
 
     #[test]

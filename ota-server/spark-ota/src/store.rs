@@ -474,6 +474,33 @@ impl Store {
         work.await.map_err(StoreError::query("read release"))
     }
 
+    /// Replaces the signed manifest of release `id` and the columns derived from it, only if the
+    /// release still names `new`'s compatible, version, bundle SHA-256 and size, is not yanked,
+    /// and its stored manifest was not issued after `new`'s. One conditional `UPDATE`, so a yank
+    /// or another replacement in between is never overwritten: false when nothing was changed
+    /// (read the release again to tell why).
+    pub async fn replace_manifest(&self, id: i64, new: &NewRelease) -> Result<bool, StoreError> {
+        let q = "UPDATE releases SET key_id = $2, issued_at = $3, expires_at = $4, min_version = $5, allow_downgrade = $6, manifest_rollout = $7, signed = $8 \
+                 WHERE id = $1 AND compatible = $9 AND version = $10 AND bundle_sha256 = $11 AND bundle_size = $12 AND yanked_at IS NULL AND issued_at <= $3";
+        let n = on_pool!(self, p => sqlx::query(q)
+            .bind(id)
+            .bind(&new.key_id)
+            .bind(new.issued_at)
+            .bind(new.expires_at)
+            .bind(&new.min_version)
+            .bind(i64::from(new.allow_downgrade))
+            .bind(&new.manifest_rollout)
+            .bind(&new.signed)
+            .bind(&new.compatible)
+            .bind(&new.version)
+            .bind(&new.bundle_sha256)
+            .bind(new.bundle_size)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()));
+        Ok(n.map_err(StoreError::query("replace release manifest"))? == 1)
+    }
+
     /// Marks a release yanked (it is never offered again). Returns false when there is none.
     pub async fn yank(&self, id: i64, reason: &str, now: i64) -> Result<bool, StoreError> {
         let q = "UPDATE releases SET yanked_at = COALESCE(yanked_at, $2), yank_reason = $3 WHERE id = $1";

@@ -314,6 +314,8 @@ mod bad_input;
 mod dashboard;
 #[path = "ota/dev_mode.rs"]
 mod dev_mode;
+#[path = "ota/manifest.rs"]
+mod manifest;
 #[path = "ota/push.rs"]
 mod push;
 #[path = "ota/rollouts.rs"]
