@@ -18,6 +18,7 @@ pub const BUILD_HINT: &str =
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub ingest: PathBuf,
+    pub api: PathBuf,
     pub ota: PathBuf,
     pub meter_sim: PathBuf,
     pub meterd: PathBuf,
@@ -45,6 +46,7 @@ impl Binaries {
         };
         Ok(Binaries {
             ingest: find("spark-ingest")?,
+            api: find("spark-api")?,
             ota: find("spark-ota")?,
             meter_sim: find("spark-meter-sim")?,
             meterd: find("spark-meterd")?,

@@ -1,7 +1,8 @@
-//! The cloud end of a fleet: a development PKI, `spark-ingest` (telemetry, push channel) and
-//! `spark-ota` (releases, rollouts, dashboard) as real processes on SQLite and local files, wired
-//! to each other the way production wires them (ingest's internal API over mutual TLS, only the
-//! OTA server's service certificate admitted).
+//! The cloud end of a fleet: a development PKI, `spark-ingest` (telemetry, push channel, the data
+//! pipeline in-process), `spark-ota` (releases, rollouts, dashboard) and optionally `spark-api`
+//! (the HTTP API for internal systems) as real processes on SQLite and local files, wired to each
+//! other the way production wires them (ingest's internal API over mutual TLS, admitting only the
+//! OTA server's and the API's service certificates).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,8 @@ pub struct CloudOptions {
     pub tick_secs: f64,
     /// `RUST_LOG` of the services.
     pub log: String,
+    /// Also run `spark-api`, with an `ops` client certificate and a read+command token.
+    pub api: bool,
 }
 
 impl CloudOptions {
@@ -35,6 +38,7 @@ impl CloudOptions {
             clock_factor: None,
             tick_secs: 1.0,
             log: "info".into(),
+            api: false,
         }
     }
 }
@@ -59,6 +63,7 @@ pub struct Cloud {
     pki: DevPki,
     ingest: Daemon,
     ota: Daemon,
+    api: Option<ApiService>,
     ota_config: PathBuf,
     ingest_port: u16,
     device_port: u16,
@@ -75,6 +80,19 @@ impl std::fmt::Debug for Cloud {
             .field("admin", &self.admin_url())
             .finish_non_exhaustive()
     }
+}
+
+/// The running `spark-api` and what a client needs to call it.
+#[derive(Debug)]
+pub struct ApiService {
+    daemon: Daemon,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Bearer token with scopes read and command.
+    pub token: String,
+    /// The `ops` client certificate and key (mutual TLS), from the server CA.
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Bound on a service coming up.
@@ -104,7 +122,7 @@ impl Cloud {
                 r#"listen = "127.0.0.1:{ingest_port}"
 internal-listen = "127.0.0.1:{internal_port}"
 data-dir = "{data}"
-internal-clients = ["spark-ota"]
+internal-clients = ["spark-ota", "spark-api"]
 last-seen-interval-secs = 1
 [tls]
 cert = "{cert}"
@@ -181,21 +199,16 @@ interval-secs = 1
         )?;
 
         // The token a person would make with `spark-ota token create`.
-        let out = Command::new(&bins.ota)
-            .args(["token", "create", "--name", "fleet", "--config"])
-            .arg(&ota_config)
-            .output()
-            .map_err(|source| FleetError::Spawn {
-                name: "spark-ota token create".into(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(FleetError::Command {
-                command: "spark-ota token create".into(),
-                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mut cmd = Command::new(&bins.ota);
+        cmd.args(["token", "create", "--name", "fleet", "--config"])
+            .arg(&ota_config);
+        let token = run_stdout(cmd, "spark-ota token create")?;
+
+        let api = if opts.api {
+            Some(start_api(bins, opts, &pki, &pki_dir, &dir, internal_port)?)
+        } else {
+            None
+        };
 
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -211,6 +224,7 @@ interval-secs = 1
             pki,
             ingest,
             ota,
+            api,
             ota_config,
             ingest_port,
             device_port,
@@ -280,10 +294,19 @@ interval-secs = 1
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    /// An error naming the service and its log if ingest or the OTA server died.
+    /// `spark-api`, when it runs.
+    pub fn api(&self) -> Option<&ApiService> {
+        self.api.as_ref()
+    }
+
+    /// An error naming the service and its log if one of them died.
     pub fn check_running(&mut self) -> Result<(), FleetError> {
         self.ingest.check_running("the fleet ran")?;
-        self.ota.check_running("the fleet ran")
+        self.ota.check_running("the fleet ran")?;
+        if let Some(api) = &mut self.api {
+            api.daemon.check_running("the fleet ran")?;
+        }
+        Ok(())
     }
 
     /// Uploads a release through the admin API (streamed, verified by the server).
@@ -326,11 +349,96 @@ interval-secs = 1
         Ok(self.rt.block_on(self.admin.get(path))?)
     }
 
-    /// SIGTERM to both services (the OTA server first: it pushes through ingest).
+    /// SIGTERM to the services (ingest last: the others call it).
     pub fn stop(&mut self) {
+        if let Some(api) = &mut self.api {
+            api.daemon.stop(Duration::from_secs(10));
+        }
         self.ota.stop(Duration::from_secs(10));
         self.ingest.stop(Duration::from_secs(10));
     }
+}
+
+/// `spark-api` on ingest's database, with its own token database, calling ingest's internal API
+/// as `spark-api`; an `ops` client certificate and a token for people to call it with.
+fn start_api(
+    bins: &Binaries,
+    opts: &CloudOptions,
+    pki: &DevPki,
+    pki_dir: &Path,
+    dir: &Path,
+    internal_port: u16,
+) -> Result<ApiService, FleetError> {
+    let (api_cert, api_key) = spark_keys::issue_service(pki_dir, "spark-api", true)?;
+    let (cert, key) = spark_keys::issue_service(pki_dir, "ops", true)?;
+    let port = free_port()?;
+    let config = dir.join("api.toml");
+    write(
+        &config,
+        &format!(
+            r#"listen = "127.0.0.1:{port}"
+database = "sqlite://{db}"
+data-dir = "{data}"
+[tls]
+cert = "{server_cert}"
+key = "{server_key}"
+client-ca = "{server_ca}"
+[ingest]
+url = "https://127.0.0.1:{internal_port}"
+cert = "{api_cert}"
+key = "{api_key}"
+ca = "{server_ca}"
+"#,
+            db = dir.join("ingest").join("ingest.db").display(),
+            data = dir.join("api").display(),
+            server_cert = pki.server_cert().display(),
+            server_key = pki.server_key().display(),
+            server_ca = pki.server_ca_cert().display(),
+            api_cert = api_cert.display(),
+            api_key = api_key.display(),
+        ),
+    )?;
+    let data = dir.join("api");
+    std::fs::create_dir_all(&data).map_err(FleetError::io("create", &data))?;
+    let mut cmd = Command::new(&bins.api);
+    cmd.arg("--config").arg(&config).args([
+        "token", "create", "ops", "--scope", "read", "--scope", "command",
+    ]);
+    let token = run_stdout(cmd, "spark-api token create")?;
+    let mut cmd = Command::new(&bins.api);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("RUST_LOG", &opts.log);
+    let mut daemon = Daemon::spawn("spark-api", cmd, &dir.join("api.log"))?;
+    wait_for(
+        "spark-api to listen",
+        START,
+        || daemon.check_running("starting"),
+        || listening(port).then_some(()),
+    )?;
+    Ok(ApiService {
+        daemon,
+        url: format!("https://127.0.0.1:{port}"),
+        token,
+        cert,
+        key,
+    })
+}
+
+/// Runs a command to completion and returns its stdout, trimmed; failure carries its stderr.
+fn run_stdout(mut cmd: Command, what: &str) -> Result<String, FleetError> {
+    let out = cmd.output().map_err(|source| FleetError::Spawn {
+        name: what.into(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(FleetError::Command {
+            command: what.into(),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 pub(crate) fn write(path: &Path, text: &str) -> Result<(), FleetError> {

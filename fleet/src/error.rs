@@ -44,6 +44,8 @@ pub enum FleetError {
     Release(String),
     #[error("gateway board: {0}")]
     Testbed(#[from] spark_testbed::TestbedError),
+    #[error("interrupted (Ctrl-C): everything was stopped")]
+    Interrupted,
     #[error("OTA server admin API: {0}")]
     Admin(#[from] spark_ota::ClientError),
 }

@@ -28,8 +28,12 @@ pub struct GatewayOptions {
     pub dir: PathBuf,
     /// `[system] compatible=` of its RAUC.
     pub compatible: String,
-    /// The version of the factory image in slot A.
+    /// The version of the factory image in slot A (what the agent assumes while RAUC knows
+    /// none).
     pub factory_version: String,
+    /// A bundle installed at the factory: through RAUC before the first boot, which then runs
+    /// it (slot B) marked good, so RAUC knows the running version from the start.
+    pub factory_bundle: Option<PathBuf>,
     /// Meters on its radio.
     pub meters: u32,
     /// Real milliseconds per 15-minute reading interval of the radio simulator.
@@ -50,6 +54,7 @@ impl GatewayOptions {
             dir: dir.into(),
             compatible: compatible.into(),
             factory_version: "1.0.0".into(),
+            factory_bundle: None,
             meters: 20,
             interval_ms: 500,
             seed: 1,
@@ -92,7 +97,12 @@ impl Gateway {
         let (cert, key) = spark_keys::issue_device(&link.pki_dir, &opts.serial, true)?;
         let mut bed_opts = TestbedOptions::new(&opts.compatible, &link.keyring);
         bed_opts.slot_size = 64 << 20;
-        let bed = Testbed::start(bed_opts)?;
+        let mut bed = Testbed::start(bed_opts)?;
+        if let Some(bundle) = &opts.factory_bundle {
+            bed.install(bundle)?;
+            bed.reboot()?;
+            bed.mark_good()?;
+        }
 
         // The radio module is hardware beside the board: it keeps running across reboots.
         let radio = opts.dir.join("radio.sock");

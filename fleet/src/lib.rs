@@ -9,6 +9,9 @@
 //! program that runs in the field, talking over the same D-Bus names, mutual-TLS links and
 //! HTTP APIs.
 //!
+//! [`run`] is the main job (`spark-fleet`, the README's first command): the whole of Spark on one
+//! machine, a weekly rollout carried out in minutes, with one gateway rolling itself back.
+//!
 //! Needs root (RAUC loop-mounts bundles), `rauc`, `dbus-daemon`, `sqlite3` and the workspace's
 //! binaries ([`Binaries`]).
 
@@ -18,6 +21,7 @@ mod error;
 pub mod gateway;
 pub mod process;
 pub mod release;
+pub mod run;
 
 pub use bins::Binaries;
 pub use cloud::{Cloud, CloudLink, CloudOptions};

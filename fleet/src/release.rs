@@ -97,6 +97,64 @@ impl ReleaseSpec<'_> {
     }
 }
 
+/// A sample root filesystem image for `version`: an ext4 file system (`mkfs.ext4 -d`, 8 MiB)
+/// holding `/etc/os-release` with `VERSION_ID=version`, a `spark-hello` script, text and a
+/// megabyte of firmware blob, as a stand-in for the Yocto image; built in `dir`, returned as
+/// bytes.
+pub fn sample_rootfs(dir: &Path, version: &str) -> Result<Vec<u8>, FleetError> {
+    let tree = dir.join(format!("rootfs-{version}"));
+    let image = dir.join(format!("rootfs-{version}.ext4"));
+    for sub in ["etc", "usr/bin", "usr/share/spark", "data"] {
+        let d = tree.join(sub);
+        std::fs::create_dir_all(&d).map_err(FleetError::io("create", &d))?;
+    }
+    let files = [
+        (
+            "etc/os-release",
+            format!("NAME=\"Spark\"\nID=spark\nVERSION_ID={version}\n"),
+        ),
+        (
+            "usr/bin/spark-hello",
+            format!("#!/bin/sh\necho \"Spark gateway {version}\"\n"),
+        ),
+        (
+            "usr/share/spark/notes.txt",
+            format!("Spark sample root filesystem {version}.\n").repeat(2000),
+        ),
+    ];
+    for (name, text) in files {
+        let path = tree.join(name);
+        std::fs::write(&path, text).map_err(FleetError::io("write", &path))?;
+    }
+    // A megabyte that does not compress (firmware blobs do not), so the bundle has some size.
+    let seed = version
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let blob = tree.join("usr/share/spark/firmware.bin");
+    std::fs::write(&blob, noise(seed, 1 << 20)).map_err(FleetError::io("write", &blob))?;
+    let _ = std::fs::remove_file(&image);
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-E", "root_owner=0:0", "-L", "rootfs", "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("8M")
+        .output()
+        .map_err(|source| FleetError::Spawn {
+            name: "mkfs.ext4 (apt-get install e2fsprogs)".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(FleetError::Command {
+            command: format!("mkfs.ext4 -d {} {}", tree.display(), image.display()),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    let bytes = std::fs::read(&image).map_err(FleetError::io("read", &image))?;
+    let _ = std::fs::remove_file(&image);
+    let _ = std::fs::remove_dir_all(&tree);
+    Ok(bytes)
+}
+
 /// `len` bytes that do not compress and differ per `seed` (xorshift): a stand-in root
 /// filesystem whose bundle size is what the bytes say.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
