@@ -80,6 +80,11 @@ pub trait Meters1 {
     /// Readings after `cursor` (see the trait docs for the cursor protocol).
     fn fetch(&self, cursor: u64, max: u32) -> zbus::Result<Vec<MeterReading>>;
 
+    /// The newest reading meterd has stored for each meter, in roster order; meters not read
+    /// since meterd started and whose readings are no longer in its buffer are left out. Does
+    /// not move any cursor (for people: the web UI's "last reading" column).
+    fn last_readings(&self) -> zbus::Result<Vec<MeterReading>>;
+
     /// Emitted after new readings are durably stored; `position` is the newest one.
     #[zbus(signal)]
     fn readings_available(&self, position: u64) -> zbus::Result<()>;
@@ -128,6 +133,11 @@ pub trait Uplink1 {
     /// Highest sequence number the cloud has acknowledged (0 when none).
     #[zbus(property)]
     fn last_ack_seq(&self) -> zbus::Result<u64>;
+
+    /// Bytes the cloud link moved (sent + received) during the current UTC day, kept across
+    /// restarts: the figure the Health event reports against the data plan.
+    #[zbus(property)]
+    fn bytes_used_today(&self) -> zbus::Result<u64>;
 }
 
 /// Client side of `io.spark.Update1`, served by `spark-updated`.

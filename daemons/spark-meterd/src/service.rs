@@ -1,7 +1,8 @@
 //! The D-Bus face of meterd: `io.spark.Meters1` at `/io/spark/Meters1` (names and the client
 //! proxy, with the cursor protocol, live in `spark-dbus`).
 //!
-//! Besides the properties the proxy knows, the object has three counters for people and the web
+//! `LastReadings()` gives the newest reading of each meter for people (the web UI); it moves no
+//! cursor. Besides the properties the proxy knows, the object has three counters for people and the web
 //! UI: `Alarms` (meter alarms heard), `RadioErrors` (damaged or unusable frames skipped) and
 //! `Dropped` (readings given up to the buffer cap or a full disk).
 
@@ -74,6 +75,11 @@ impl Meters1 {
             tracing::error!(error = %e, cursor, "Fetch failed");
             zbus::fdo::Error::Failed(format!("meterd cannot read its buffer: {e}"))
         })
+    }
+
+    /// The newest reading of each meter, in roster order (see `spark_dbus::Meters1Proxy`).
+    async fn last_readings(&self) -> Vec<MeterReading> {
+        self.shared.store().last_readings()
     }
 
     /// New readings are stored; `position` is the newest.

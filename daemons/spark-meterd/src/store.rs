@@ -27,6 +27,14 @@
 //! A reading's journal position is its `Meters1` position. A reader's `Fetch(cursor)` trims the
 //! journal through `cursor`. When the buffer holds more than its cap, the oldest readings are
 //! dropped with a loud log line: a reader that stays away for weeks must not fill `/data`.
+//!
+//! # Last reading per meter
+//!
+//! For people (the web UI) the store keeps, in memory, the newest reading (by the meter's
+//! timestamp) of every meter in the roster, updated on each append. At open it is seeded from
+//! the newest [`LAST_SEED_RECORDS`] records still in the journal, so a restart costs a bounded
+//! read; a meter whose readings were all fetched and trimmed before the restart shows again at
+//! its next reading (a quarter of an hour on a typical schedule).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -41,6 +49,8 @@ use crate::radio::{MAX_METER_ID, RadioReading};
 const RECORD_V1: u8 = 0x01;
 /// Bytes one Fetch reads from the journal at most (about 60k records).
 const FETCH_BYTES: usize = 1 << 20;
+/// Records read at open to seed the last reading of each meter (~120 KiB of journal).
+pub const LAST_SEED_RECORDS: u64 = 8192;
 
 /// Something went wrong with the buffer on disk.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +104,8 @@ pub struct Store {
     last_seq: u64,
     cap: u64,
     dropped_total: u64,
+    /// Newest (position, timestamp, wh) per roster index.
+    last: Vec<Option<(u64, u64, u64)>>,
 }
 
 impl Store {
@@ -118,9 +130,64 @@ impl Store {
             last_seq: 0,
             cap: cap.max(1),
             dropped_total: 0,
+            last: Vec::new(),
         };
         store.last_seq = store.recover_last_seq()?;
+        store.seed_last()?;
         Ok(store)
+    }
+
+    /// Fills the last reading of each meter from the newest records in the journal.
+    fn seed_last(&mut self) -> Result<(), StoreError> {
+        self.last = vec![None; self.roster.len()];
+        let head = self.journal.head();
+        let from = head
+            .saturating_sub(LAST_SEED_RECORDS)
+            .max(self.journal.tail());
+        let mut cursor = from;
+        while cursor < head {
+            let recs = self
+                .journal
+                .read_after(cursor, LAST_SEED_RECORDS as usize, FETCH_BYTES)?;
+            let Some(&(last_pos, _)) = recs.last() else {
+                break;
+            };
+            for (position, rec) in recs {
+                let (index, timestamp, wh, _seq) = self.decode(&rec)?;
+                self.note_last(index, position, timestamp, wh);
+            }
+            cursor = last_pos;
+        }
+        Ok(())
+    }
+
+    fn note_last(&mut self, index: usize, position: u64, timestamp: u64, wh: u64) {
+        if self.last.len() <= index {
+            self.last.resize(index + 1, None);
+        }
+        let slot = &mut self.last[index];
+        // The newest by the meter's clock: a late reading that arrives after a newer one is
+        // stored (the cloud wants it) but is not the meter's "last" reading.
+        if slot.is_none_or(|(_, ts, _)| timestamp >= ts) {
+            *slot = Some((position, timestamp, wh));
+        }
+    }
+
+    /// The newest reading of each meter that has one, in roster order.
+    pub fn last_readings(&self) -> Vec<MeterReading> {
+        self.last
+            .iter()
+            .enumerate()
+            .filter_map(|(index, last)| {
+                let (position, timestamp, wh) = (*last)?;
+                Some(MeterReading {
+                    position,
+                    meter_id: self.roster[index].clone(),
+                    timestamp,
+                    wh,
+                })
+            })
+            .collect()
     }
 
     fn recover_last_seq(&mut self) -> Result<u64, StoreError> {
@@ -287,6 +354,11 @@ impl Store {
         };
         // Readings in one call are consecutive (the session checks).
         self.last_seq = readings[readings.len() - 1].seq;
+        let first = head + 1 - readings.len() as u64;
+        for (i, r) in readings.iter().enumerate() {
+            let index = self.index[&r.meter_id] as usize;
+            self.note_last(index, first + i as u64, r.timestamp, r.wh);
+        }
         if self.journal.len() > self.cap {
             let excess = self.journal.len() - self.cap;
             dropped += self.drop_oldest(excess, "the buffer reached its cap (max-buffered)")?;
@@ -489,6 +561,49 @@ mod tests {
             assert!(s.is_empty());
         }
         assert_eq!(get_varint(&mut &[0x80u8][..]), None);
+    }
+
+    #[test]
+    fn keeps_the_last_reading_of_each_meter_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), 1000).unwrap();
+        s.module_status(7, 0).unwrap();
+        assert!(s.last_readings().is_empty());
+        s.add_meters(["C"]).unwrap();
+        s.append(&[reading(1, "A"), reading(2, "B"), reading(3, "A")])
+            .unwrap();
+        // A late reading of B (older timestamp) arrives after its newer one.
+        let mut late = reading(4, "B");
+        late.timestamp = reading(1, "B").timestamp;
+        s.append(&[late]).unwrap();
+        let expect = |s: &Store| {
+            let last = s.last_readings();
+            let got: Vec<(&str, u64, u64, u64)> = last
+                .iter()
+                .map(|r| (r.meter_id.as_str(), r.position, r.timestamp, r.wh))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("A", 3, reading(3, "A").timestamp, 1003),
+                    ("B", 2, reading(2, "B").timestamp, 1002),
+                ],
+                "C was never read"
+            );
+        };
+        expect(&s);
+        drop(s);
+        let mut s = Store::open(dir.path(), 1000).unwrap();
+        expect(&s);
+        // Fetched and trimmed: still known while running; gone after a restart until the next.
+        s.fetch(4, 10).unwrap();
+        expect(&s);
+        drop(s);
+        let mut s = Store::open(dir.path(), 1000).unwrap();
+        assert!(s.last_readings().is_empty());
+        s.append(&[reading(5, "C")]).unwrap();
+        assert_eq!(s.last_readings()[0].meter_id, "C");
+        assert_eq!(s.last_readings()[0].position, 5);
     }
 
     #[test]

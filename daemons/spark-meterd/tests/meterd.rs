@@ -43,9 +43,26 @@ async fn unix_socket_delivers_every_reading_exactly_once() {
     assert!(reader.proxy.radio_online().await.unwrap());
     let alarms: u64 = reader.proxy.inner().get_property("Alarms").await.unwrap();
     assert!(alarms > 0, "the sim raised alarms at 1 %");
-    // The reader's last cursor releases everything.
+    // LastReadings: per meter, the newest by the meter's clock of what the reader got (late
+    // readings arrive after newer ones), in roster order.
+    let mut newest: std::collections::HashMap<&str, &spark_dbus::MeterReading> =
+        std::collections::HashMap::new();
+    for r in &reader.got {
+        let e = newest.entry(&r.meter_id).or_insert(r);
+        if r.timestamp >= e.timestamp {
+            *e = r;
+        }
+    }
+    let expected: Vec<spark_dbus::MeterReading> = meter_ids
+        .iter()
+        .filter_map(|id| newest.get(id.as_str()).map(|r| (*r).clone()))
+        .collect();
+    assert!(expected.len() > 30, "most of the 40 meters were read");
+    assert_eq!(reader.proxy.last_readings().await.unwrap(), expected);
+    // The reader's last cursor releases everything; the last readings stay.
     reader.fetch_once(10).await.unwrap();
     assert_eq!(reader.proxy.buffered().await.unwrap(), 0);
+    assert_eq!(reader.proxy.last_readings().await.unwrap(), expected);
     meterd.stop().await;
 }
 

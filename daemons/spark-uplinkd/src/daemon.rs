@@ -65,9 +65,17 @@ pub async fn run(
         None => zbus::Connection::system().await?,
     };
 
+    let usage = Arc::new(Mutex::new(LinkUsage::load(
+        &config.data_dir,
+        crate::pull::unix_now(),
+    )));
     let initial = Status {
         queue_depth: queue.depth(),
         last_ack_seq: queue.acked(),
+        bytes_used_today: usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(crate::pull::unix_now(), 0),
         ..Status::default()
     };
     let head = queue.head();
@@ -77,10 +85,6 @@ pub async fn run(
     conn.request_name(spark_dbus::UPLINK1_NAME).await?;
 
     let counters = Arc::new(Counters::default());
-    let usage = Arc::new(Mutex::new(LinkUsage::load(
-        &config.data_dir,
-        crate::pull::unix_now(),
-    )));
     let (tunables_tx, tunables_rx) = watch::channel(tunables);
     let (results_tx, results_rx) = mpsc::channel(32);
     let commands = Commands::new(
@@ -128,6 +132,7 @@ pub async fn run(
         tokio::spawn(publish_counters(
             counters.clone(),
             queue,
+            usage.clone(),
             status_tx,
             stop_rx.clone(),
         )),
@@ -154,10 +159,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Copies the byte counters and the queue depth into the status once a second.
+/// Copies the byte counters, today's use and the queue depth into the status once a second.
+/// Today's use is only counted here (in memory); it is saved with each health event and at
+/// shutdown, as before.
 async fn publish_counters(
     counters: Arc<Counters>,
     queue: Arc<Mutex<Queue>>,
+    usage: Arc<Mutex<LinkUsage>>,
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -170,12 +178,21 @@ async fn publish_counters(
         }
         let (sent, received) = (counters.sent(), counters.received());
         let depth = queue.lock().unwrap_or_else(|p| p.into_inner()).depth();
+        let today = usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(crate::pull::unix_now(), sent + received);
         status.send_if_modified(|s| {
-            let changed =
-                (s.bytes_sent, s.bytes_received, s.queue_depth) != (sent, received, depth);
+            let changed = (
+                s.bytes_sent,
+                s.bytes_received,
+                s.queue_depth,
+                s.bytes_used_today,
+            ) != (sent, received, depth, today);
             s.bytes_sent = sent;
             s.bytes_received = received;
             s.queue_depth = depth;
+            s.bytes_used_today = today;
             changed
         });
     }

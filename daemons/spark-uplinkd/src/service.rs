@@ -1,7 +1,7 @@
 //! The D-Bus face of the daemon: `io.spark.Uplink1` at `/io/spark/Uplink1` (names and the client
 //! proxy live in `spark-dbus`). Properties read the published [`Status`]; every change emits
-//! `PropertiesChanged`. The byte counters are copied into the status once a second, so they
-//! change (and signal) at most once a second.
+//! `PropertiesChanged`. The byte counters (and `BytesUsedToday`, see [`crate::usage`]) are
+//! copied into the status once a second, so they change (and signal) at most once a second.
 
 use spark_dbus::UPLINK1_PATH;
 use tokio::sync::watch;
@@ -18,6 +18,8 @@ pub struct Status {
     pub bytes_received: u64,
     /// Highest sequence number the cloud acknowledged.
     pub last_ack_seq: u64,
+    /// Bytes sent + received during the current UTC day, across restarts.
+    pub bytes_used_today: u64,
 }
 
 /// The `io.spark.Uplink1` interface object.
@@ -51,6 +53,11 @@ impl Uplink1 {
     #[zbus(property)]
     fn last_ack_seq(&self) -> u64 {
         self.status.borrow().last_ack_seq
+    }
+
+    #[zbus(property)]
+    fn bytes_used_today(&self) -> u64 {
+        self.status.borrow().bytes_used_today
     }
 }
 
@@ -91,6 +98,9 @@ pub async fn serve(conn: &zbus::Connection, status: watch::Receiver<Status>) -> 
                 }
                 if now.last_ack_seq != last.last_ack_seq {
                     object.last_ack_seq_changed(emitter).await?;
+                }
+                if now.bytes_used_today != last.bytes_used_today {
+                    object.bytes_used_today_changed(emitter).await?;
                 }
                 zbus::Result::Ok(())
             }

@@ -93,6 +93,29 @@ async fn every_reading_arrives_exactly_once_and_uplink1_reports_it() {
     let data: serde_json::Value = serde_json::from_str(&health.data).unwrap();
     let used = data["bytes_used_today"].as_u64().unwrap_or(0);
     assert!(used > 1000, "bytes_used_today in {}", health.data);
+
+    // Uplink1.BytesUsedToday: the day's count, published with the byte counters (the data
+    // directory is fresh, so it is what this run moved) ...
+    wait_for("BytesUsedToday published with the counters", || async {
+        let today = proxy.bytes_used_today().await.unwrap();
+        let moved = proxy.bytes_sent().await.unwrap() + proxy.bytes_received().await.unwrap();
+        today == moved && today >= used
+    })
+    .await;
+    let today = proxy.bytes_used_today().await.unwrap();
+    uplink.stop().await;
+    // ... and continued by the next start (saved at shutdown), before any byte moves.
+    let uplink = InProcess::start(setup.config()).await;
+    let fresh = spark_dbus::Uplink1Proxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    let continued = fresh.bytes_used_today().await.unwrap();
+    assert!(
+        continued >= today,
+        "restart counted today from {continued}, was {today}"
+    );
     uplink.stop().await;
     meters.stop().await;
 }
