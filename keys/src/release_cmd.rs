@@ -7,13 +7,18 @@
 //! machine; the OTA server only ever receives the signed `.release.json`.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use spark_release::{
-    BundleMismatch, DecodeError, InvalidManifest, KeyError, Policy, ReleaseError, ReleaseManifest,
-    SignedRelease, Timestamp, TrustedKeys, Version,
+    BundleMismatch, DEFAULT_VALIDITY, DecodeError, InvalidManifest, KeyError, Policy, ReleaseError,
+    ReleaseManifest, SignedRelease, Timestamp, TrustedKeys, Version,
 };
+
+/// `--expires-in`'s default as the flag is written: spark-release's [`DEFAULT_VALIDITY`], the
+/// one default validity of every signer.
+static DEFAULT_EXPIRES_IN: LazyLock<String> = LazyLock::new(|| format_duration(DEFAULT_VALIDITY));
 
 /// Flags of `spark-keys sign-release`.
 #[derive(Debug, Args)]
@@ -34,7 +39,7 @@ pub struct SignReleaseArgs {
     #[arg(long, value_name = "SEMVER", value_parser = parse_version)]
     min_version: Option<Version>,
     /// Validity from the issue time: a number with unit s, m, h, d or w.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30d", conflicts_with = "expires_at")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = DEFAULT_EXPIRES_IN.as_str(), conflicts_with = "expires_at")]
     expires_in: Duration,
     /// Absolute expiry (RFC 3339, e.g. 2027-01-31T00:00:00Z) instead of --expires-in.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -332,9 +337,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A duration as [`parse_duration`] reads it, in the largest unit that divides it (`30d`).
+fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = [(7 * 86_400, "w"), (86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(unit, _)| secs.is_multiple_of(*unit))
+        .map_or((secs, "s"), |(u, name)| (secs / u, name));
+    format!("{n}{unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_expiry_is_spark_release_default_validity() {
+        assert_eq!(DEFAULT_EXPIRES_IN.as_str(), "30d");
+        assert_eq!(parse_duration(&DEFAULT_EXPIRES_IN), Ok(DEFAULT_VALIDITY));
+        for d in [90, 3600, 5400, 86_400, 14 * 86_400, 86_401] {
+            let d = Duration::from_secs(d);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -101,7 +101,8 @@ pub use manifest::{
     MAX_ROLLOUT_LEN, MAX_VERSION_LEN, ReleaseManifest,
 };
 pub use signed::{
-    DEFAULT_CLOCK_SKEW, MAX_SIGNED_LEN, Policy, SIGNING_CONTEXT, SignedRelease, decode_and_verify,
+    DEFAULT_CLOCK_SKEW, DEFAULT_VALIDITY, MAX_SIGNED_LEN, Policy, SIGNING_CONTEXT, SignedRelease,
+    decode_and_verify,
 };
 pub use timestamp::{Timestamp, TimestampParseError};
 

@@ -18,6 +18,9 @@ pub const MAX_SIGNED_LEN: usize = MAX_MANIFEST_LEN + KEY_ID_LEN + SIGNATURE_LEN;
 /// How far in the future `issued_at` may be before a release is "not yet valid": five minutes,
 /// more than an NTP-synced gateway drifts between syncs and far less than any release's life.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// How long a release manifest is valid when its signer does not say: 30 days. `spark-keys
+/// sign-release`'s `--expires-in` default, and the validity of what a dev-mode OTA server signs.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
 
 const KEY_ID_LEN: usize = 8;
 const SIGNATURE_LEN: usize = 64;

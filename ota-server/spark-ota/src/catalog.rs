@@ -12,9 +12,10 @@
 //! **Dev mode** (`[dev] release-key`): the server holds a release private key and accepts an
 //! upload without a manifest. It then receives the bundle (up to `max-bundle-bytes`), verifies
 //! it exactly as above, and signs a manifest for the bundle's compatible and version, its SHA-256
-//! and size as received, valid for [`DEV_MANIFEST_VALIDITY`] — with the same `spark-release`
-//! calls `spark-keys sign-release` makes. Without dev mode such an upload is refused: in
-//! production the release key stays offline and the server only stores signatures.
+//! and size as received, valid for spark-release's [`DEFAULT_VALIDITY`] (as `spark-keys
+//! sign-release` signs by default) — with the same `spark-release` calls sign-release makes.
+//! Without dev mode such an upload is refused: in production the release key stays offline and
+//! the server only stores signatures.
 //!
 //! **Replacing a manifest** ([`Catalog::replace_manifest`]): a release keeps its bundle and id
 //! but may get a new signed manifest for the same compatible, version, bundle SHA-256 and size,
@@ -31,7 +32,8 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use spark_image::{Bundle, Keyring, VerifyOptions};
 use spark_release::{
-    Policy, ReleaseManifest, SignedRelease, SigningKey, Timestamp, TrustedKeys, Version,
+    DEFAULT_VALIDITY, Policy, ReleaseManifest, SignedRelease, SigningKey, Timestamp, TrustedKeys,
+    Version,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -51,10 +53,6 @@ pub struct Catalog {
     /// Dev mode: the release key manifests of uploads without one are signed with.
     dev_key: Option<Arc<SigningKey>>,
 }
-
-/// How long a manifest signed in dev mode is valid: `spark-keys sign-release`'s default
-/// `--expires-in` (30 days).
-pub const DEV_MANIFEST_VALIDITY: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -333,11 +331,9 @@ impl Catalog {
                     locations: Vec::new(),
                     min_version: None,
                     issued_at,
-                    expires_at: issued_at
-                        .checked_add(DEV_MANIFEST_VALIDITY)
-                        .ok_or_else(|| {
-                            UploadError::DevSign("the expiry would be past the year 9999".into())
-                        })?,
+                    expires_at: issued_at.checked_add(DEFAULT_VALIDITY).ok_or_else(|| {
+                        UploadError::DevSign("the expiry would be past the year 9999".into())
+                    })?,
                     allow_downgrade: false,
                     rollout: None,
                 };

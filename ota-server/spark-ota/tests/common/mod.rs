@@ -130,7 +130,7 @@ impl Pki {
             locations: vec![],
             min_version: None,
             issued_at: now,
-            expires_at: now.checked_add(Duration::from_secs(30 * 86400)).unwrap(),
+            expires_at: now.checked_add(spark_release::DEFAULT_VALIDITY).unwrap(),
             allow_downgrade: false,
             rollout: None,
         };
