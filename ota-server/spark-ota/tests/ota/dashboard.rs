@@ -5,87 +5,29 @@
 //! would see. A screenshot of the rollout page is saved under the test's temp dir.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hyper::StatusCode;
 use spark_ota::rollouts::RolloutStatus;
+use spark_testbed::chromium;
 
 use crate::common::*;
 
-const BROWSER: &str = "chromium";
-
-/// Chromium's version, or a failure that says how to install it.
-fn chromium_present() {
-    match Command::new(BROWSER).arg("--version").output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "`{BROWSER} --version` failed ({}): {}; reinstall it: apt-get install -y --no-install-recommends chromium (ci/deps.sh)",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!(
-            "the dashboard test needs headless Chromium (`{BROWSER}`): {e}. Install it: \
-             apt-get install -y --no-install-recommends chromium (ci/deps.sh does)"
-        ),
-    }
-}
-
-/// One headless Chromium run in a fresh profile: loads `url` (following the sign-in page's
-/// refresh) and returns the DOM; with `screenshot`, also saves a PNG there.
+/// One headless Chromium run (`spark_testbed::chromium::browse`): the DOM of `url`, or a
+/// failure with Chromium's log.
 fn browse(dir: &Path, name: &str, url: &str, screenshot: Option<&Path>) -> String {
-    let profile = dir.join(format!("profile-{name}"));
-    let dom_path = dir.join(format!("{name}.html"));
-    let log_path = dir.join(format!("{name}.log"));
-    let mut cmd = Command::new(BROWSER);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--ignore-certificate-errors",
-        "--no-first-run",
-        "--disable-extensions",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        // Let the sign-in POST, its answer and the refresh to the page happen before the dump.
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()));
-    if let Some(png) = screenshot {
-        cmd.arg(format!("--screenshot={}", png.display()));
-    }
-    cmd.arg(url)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&dom_path).unwrap())
-        .stderr(std::fs::File::create(&log_path).unwrap());
     let started = Instant::now();
-    let mut child = cmd.spawn().expect("start chromium");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "chromium failed ({status}) on {url}; its log: {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            println!(
-                "chromium: {name} in {:.2} s",
-                started.elapsed().as_secs_f64()
-            );
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish {url} within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::read_to_string(&dom_path).unwrap()
+    let dom = chromium::browse(dir, name, url, screenshot).unwrap_or_else(|e| {
+        panic!(
+            "headless Chromium on the {name} page ({url}): {e}\n--- its log ---\n{}",
+            std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+        )
+    });
+    println!(
+        "chromium: {name} in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    dom
 }
 
 /// A local page that signs in like a person does: the form of `/ui/login` with the token typed
@@ -105,39 +47,20 @@ fn sign_in_page(dir: &Path, name: &str, admin_url: &str, token: &str, next: &str
     format!("file://{}", path.display())
 }
 
-/// The `<tr id="…">` row of a DOM.
+/// The `<tr id="ID">` row of a page; the test fails, showing the page, without one.
 fn row<'a>(dom: &'a str, id: &str) -> &'a str {
-    let start = dom
-        .find(&format!("<tr id=\"{id}\">"))
-        .unwrap_or_else(|| panic!("no row {id} in the page:\n{dom}"));
-    let end = dom[start..].find("</tr>").unwrap() + start;
-    &dom[start..end]
+    chromium::row(dom, id).unwrap_or_else(|| panic!("no row {id} in the page:\n{dom}"))
 }
 
-/// Text of the `<td class="…">` cell of a row, tags stripped.
+/// The text of the `<td class="CLASS">` cell of a row; the test fails without one.
 fn cell(row: &str, class: &str) -> String {
-    let start = row
-        .find(&format!("<td class=\"{class}\">"))
-        .unwrap_or_else(|| panic!("no cell {class} in {row}"))
-        + class.len()
-        + 13;
-    let end = row[start..].find("</td>").unwrap() + start;
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in row[start..end].chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            c if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    text
+    chromium::cell(row, class).unwrap_or_else(|| panic!("no cell {class} in {row}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_pages_in_headless_chromium() {
-    chromium_present();
+    chromium::present()
+        .unwrap_or_else(|e| panic!("the dashboard test needs headless Chromium: {e}"));
     init_tracing();
     let pki = Pki::new();
     let db = TestDb::new(Kind::Sqlite).await;
