@@ -253,7 +253,15 @@ fn link(part: &Part<Uplink>) -> String {
             out.push_str(&value(
                 "queue-depth",
                 u.queue_depth,
-                &format!("{} entries waiting for the cloud", u.queue_depth),
+                &format!(
+                    "{} {} waiting for the cloud",
+                    u.queue_depth,
+                    if u.queue_depth == 1 {
+                        "entry"
+                    } else {
+                        "entries"
+                    }
+                ),
             ));
             out.push_str("<dt>Bytes used today (UTC)</dt>");
             match u.bytes_used_today {
