@@ -117,6 +117,13 @@ impl PasswordFile {
                 .and_then(|()| f.sync_all())
                 .map_err(io("write", &tmp))?;
         }
+        // `set-password` is run by root on the console; the daemon runs as its own user and
+        // must read the file: give it to the data directory's owner. Not root: the chown is to
+        // ourselves or fails, and then the file already belongs to whoever runs this.
+        if let Ok(meta) = std::fs::metadata(dir) {
+            use std::os::unix::fs::MetadataExt;
+            let _ = std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()));
+        }
         std::fs::rename(&tmp, &self.path).map_err(io("rename into", &self.path))?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())

@@ -20,6 +20,7 @@ IMAGE_INSTALL += "kernel-devicetree \
                   spark-system \
                   spark-updated \
                   spark-uplinkd \
+                  spark-webui \
                   "
 
 # Disk image: FAT boot partition with SPL, U-Boot and boot.scr only; the kernel and device tree

@@ -17,6 +17,7 @@ SRC_URI = "file://spark-tmpfiles.conf \
            file://uboot.mount \
            file://meterd.toml \
            file://uplinkd.toml \
+           file://webui.toml \
            file://${SPARK_RELEASE_PUB};subdir=spark-trust \
            file://${SPARK_SERVER_CA};subdir=spark-trust \
            "
@@ -29,7 +30,8 @@ USERADD_PACKAGES = "${PN}"
 GROUPADD_PARAM:${PN} = "--system spark"
 USERADD_PARAM:${PN} = "--system --no-create-home --home-dir /data/spark-meterd --shell /sbin/nologin --user-group --groups dialout spark-meterd; \
                        --system --no-create-home --home-dir /data/spark-uplinkd --shell /sbin/nologin --user-group --groups spark spark-uplinkd; \
-                       --system --no-create-home --home-dir /data/spark-updated --shell /sbin/nologin --user-group --groups spark spark-updated"
+                       --system --no-create-home --home-dir /data/spark-updated --shell /sbin/nologin --user-group --groups spark spark-updated; \
+                       --system --no-create-home --home-dir /data/spark-webui --shell /sbin/nologin --user-group spark-webui"
 
 do_install() {
     install -d ${D}${nonarch_libdir}/tmpfiles.d ${D}${systemd_system_unitdir} \
@@ -44,7 +46,7 @@ do_install() {
     # spark-uplinkd's documented default name for the same CA.
     ln -s server-ca.pem ${D}${sysconfdir}/spark/server-ca.cert.pem
     # Fleet-wide daemon configuration; per-device settings live on /data/spark (README).
-    install -m 0644 ${S}/meterd.toml ${S}/uplinkd.toml ${D}${sysconfdir}/spark/
+    install -m 0644 ${S}/meterd.toml ${S}/uplinkd.toml ${S}/webui.toml ${D}${sysconfdir}/spark/
     sed -i -e 's|@SPARK_RADIO@|${SPARK_RADIO}|' ${D}${sysconfdir}/spark/meterd.toml
     sed -i -e 's|@SPARK_INGEST_ADDRESS@|${SPARK_INGEST_ADDRESS}|' ${D}${sysconfdir}/spark/uplinkd.toml
 }

@@ -234,7 +234,7 @@ const UNIT_HARDENING: &[(&str, Option<&str>)] = &[
     ("ProtectSystem", Some("strict")),
     ("ProtectHome", Some("yes")),
     ("PrivateTmp", Some("yes")),
-    ("CapabilityBoundingSet", Some("")),
+    ("CapabilityBoundingSet", None),
     ("ReadWritePaths", None),
 ];
 
@@ -283,7 +283,28 @@ fn check_daemon(
             ));
         }
         match assignment(&recipe, "SPARK_DBUS_NAME") {
-            None => problems.push(format!("recipe of {name} does not set SPARK_DBUS_NAME")),
+            // A daemon that owns no name and only reads (spark-webui): its policy is named
+            // after it and may grant it calls, but must not let it own anything.
+            None => match assignment(&recipe, "SPARK_DBUS_POLICY") {
+                Some(policy_name) if policy_name == *name => {
+                    let policy = daemon.dir.join(format!("{name}.conf"));
+                    match fs::read_to_string(root.join(&policy)) {
+                        Err(_) => problems.push(format!(
+                            "daemon {name} has no D-Bus policy {}",
+                            policy.display()
+                        )),
+                        Ok(text) if text.contains("<allow own") => problems.push(format!(
+                            "{}: a daemon without SPARK_DBUS_NAME may not own a name",
+                            policy.display()
+                        )),
+                        Ok(_) => {}
+                    }
+                }
+                _ => problems.push(format!(
+                    "recipe of {name} sets neither SPARK_DBUS_NAME (the name it owns) nor \
+                     SPARK_DBUS_POLICY = \"{name}\" (owns none)"
+                )),
+            },
             Some(bus_name) => {
                 let policy = daemon.dir.join(format!("{bus_name}.conf"));
                 if !root.join(&policy).is_file() {
@@ -323,6 +344,18 @@ fn check_daemon(
                 unit_rel.display()
             )),
             _ => {}
+        }
+    }
+    // No capabilities, except binding a port below 1024 (the web UI's 443), which is what
+    // systemd recommends over running a listener as root.
+    for key in ["CapabilityBoundingSet", "AmbientCapabilities"] {
+        if let Some(caps) = unit_value(&unit, key)
+            && !matches!(caps.as_str(), "" | "CAP_NET_BIND_SERVICE")
+        {
+            problems.push(format!(
+                "{}: {key}={caps}, want none (or only CAP_NET_BIND_SERVICE)",
+                unit_rel.display()
+            ));
         }
     }
     if unit_value(&unit, "User")

@@ -110,8 +110,8 @@ mod workspace {
         );
     }
 
-    /// The check is driven by the workspace: a daemon that lands without packaging (as
-    /// `spark-webui` will) fails it, and a unit that loses its hardening does too.
+    /// The check is driven by the workspace: a daemon that lands without packaging fails it, and
+    /// so do a unit that loses its hardening and a reader's policy that lets it own a name.
     #[test]
     fn a_new_daemon_without_packaging_is_caught() {
         let dir = tempfile::tempdir().unwrap();
@@ -123,7 +123,7 @@ mod workspace {
         };
         write(
             "Cargo.toml",
-            "[workspace]\nmembers = [\"daemons/rauc-client\", \"daemons/spark-meterd\", \"daemons/spark-webui\"]\n",
+            "[workspace]\nmembers = [\"daemons/rauc-client\", \"daemons/spark-meterd\", \"daemons/spark-webui\", \"daemons/spark-newd\"]\n",
         );
         write("Cargo.lock", "version = 4\n");
         write(
@@ -136,6 +136,11 @@ mod workspace {
             "[package]\nname = \"spark-webui\"\n",
         );
         write("daemons/spark-webui/src/main.rs", "fn main() {}");
+        write(
+            "daemons/spark-newd/Cargo.toml",
+            "[package]\nname = \"spark-newd\"\n",
+        );
+        write("daemons/spark-newd/src/main.rs", "fn main() {}");
         // meterd is packaged, but its unit may run as root and write anywhere.
         write(
             "daemons/spark-meterd/Cargo.toml",
@@ -162,6 +167,25 @@ mod workspace {
             &format!("{}/spark-meterd.bb", spark_layer::RECIPES_DIR),
             "SPARK_DBUS_NAME = \"io.spark.Meters1\"\nrequire spark-daemon.inc\n",
         );
+        // Packaged as a reader (no bus name), but its policy lets it own one and its unit
+        // keeps a capability beyond binding port 443.
+        write(
+            &format!("{}/spark-webui.bb", spark_layer::RECIPES_DIR),
+            "SPARK_DBUS_POLICY = \"spark-webui\"\nrequire spark-daemon.inc\n",
+        );
+        write(
+            "daemons/spark-webui/spark-webui.conf",
+            "<busconfig><policy user=\"spark-webui\"><allow own=\"io.spark.Meters1\"/></policy></busconfig>\n",
+        );
+        write(
+            "daemons/spark-webui/spark-webui.service",
+            &fs::read_to_string(repo_root().join("daemons/spark-webui/spark-webui.service"))
+                .unwrap()
+                .replace(
+                    "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+                    "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW",
+                ),
+        );
         write(spark_layer::CRATES_INC, "stale\n");
 
         let problems = spark_layer::check_layer(root).unwrap().join("\n");
@@ -169,9 +193,17 @@ mod workspace {
             problems.contains("spark-crates.inc does not match Cargo.lock"),
             "{problems}"
         );
-        assert!(problems.contains("daemon spark-webui"), "{problems}");
+        assert!(problems.contains("daemon spark-newd"), "{problems}");
         assert!(problems.contains("has no recipe"), "{problems}");
-        assert!(problems.contains("has no systemd unit daemons/spark-webui/spark-webui.service"));
+        assert!(problems.contains("has no systemd unit daemons/spark-newd/spark-newd.service"));
+        assert!(
+            problems.contains("a daemon without SPARK_DBUS_NAME may not own a name"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW, want none"),
+            "{problems}"
+        );
         assert!(
             problems.contains("ProtectSystem=full, want ProtectSystem=strict"),
             "{problems}"
@@ -442,6 +474,9 @@ mod system {
         let meterd = spark_meterd::Config::load(&fill("meterd.toml")).unwrap();
         assert_eq!(meterd.data_dir, Path::new("/data/spark-meterd"));
         spark_uplinkd::Config::load(&fill("uplinkd.toml")).unwrap();
+        let webui = spark_webui::Config::load(&fill("webui.toml")).unwrap();
+        assert_eq!(webui.data_dir, Path::new("/data/spark-webui"));
+        assert_eq!(webui.listen.port(), 443);
 
         let readme = fs::read_to_string(meta_spark().join("README.md")).unwrap();
         let start = readme
