@@ -225,9 +225,12 @@ impl Watcher {
                             ..Snapshot::unknown()
                         }
                     });
+                    // A page asking for a fresh view tries again at once: it gets an answer
+                    // (this one or the bus) instead of waiting out the backoff.
                     tokio::select! {
                         _ = &mut stop => return,
                         _ = tokio::time::sleep(backoff) => {}
+                        _ = self.wake.notified() => {}
                     }
                     backoff = (backoff * 2).min(BUS_BACKOFF_MAX);
                     continue;

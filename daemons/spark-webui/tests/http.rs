@@ -194,3 +194,41 @@ async fn login_session_and_refusals() {
     assert!(logged().contains("TLS certificate SHA-256 fingerprint"));
     ui.stop().await;
 }
+
+/// No bus at all (dbus-daemon not up yet, or restarting): the page still renders and says so;
+/// when the bus appears at its address the page shows the daemons' parts again (here: none
+/// running), without a restart of the web UI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_bus_the_page_says_so_and_recovers() {
+    logs();
+    let bus_dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:path={}", bus_dir.path().join("bus.sock").display());
+    let data = tempfile::tempdir().unwrap();
+    let ui = WebUi::start(&address, data.path()).await;
+    ui.set_password(PASSWORD);
+    let cookie = ui.login().await;
+    let with = [("cookie", cookie.as_str())];
+    let page = ui.client.get("/", &with).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        by_id(&page.body, "bus-error")
+            .unwrap()
+            .starts_with("D-Bus is not reachable"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        by_id(&page.body, "spark-meterd-status").as_deref(),
+        Some("unknown (not read yet)")
+    );
+
+    let _bus = PrivateBus::start_in(bus_dir.path(), Duration::from_secs(10)).unwrap();
+    common::wait_for("the page to find the bus", || async {
+        let page = ui.client.get("/", &with).await;
+        by_id(&page.body, "bus-error").is_none()
+            && by_id(&page.body, "spark-meterd-status").as_deref()
+                == Some("unknown: spark-meterd is not running")
+    })
+    .await;
+    ui.stop().await;
+}
