@@ -912,12 +912,14 @@ impl Rollout {
         state.last_check_in = Some(now);
         if device.version.as_ref() == Some(&release.version) {
             // Runs the release after an offer: updated, even if the agent's success report was
-            // lost or it reported a failure it recovered from.
+            // lost or an interruption it recovered from was reported. Not after a reported
+            // failure: a unit whose health check failed still runs the release until the reboot
+            // that rolls it back, and a check-in (or ingest's view of it) in that window must
+            // not turn the failure into a success. A failed unit counts again once re-offered.
             if matches!(
                 state.status,
                 DeviceStatus::Offered { .. }
                     | DeviceStatus::Installing { .. }
-                    | DeviceStatus::Failed { .. }
                     | DeviceStatus::Interrupted { .. }
             ) {
                 state.status = DeviceStatus::Succeeded { at: now };

@@ -496,6 +496,52 @@ fn late_joiners_and_implicit_success() {
 }
 
 #[test]
+fn running_the_release_after_a_reported_failure_is_not_a_success() {
+    // A unit whose health check failed still runs the release until the reboot that rolls it
+    // back; a check-in (or ingest's view of it) in that window must not undo the failure.
+    let f = fleet(4, "1.0.0");
+    let mut r = started(&f, plain_gates(10_000, 1, hours(1)));
+    let d = &f[0];
+    offer(&mut r, d, at(1));
+    r.report(
+        &d.id,
+        StatusReport::Failed {
+            code: "health-failed".into(),
+        },
+        at(5),
+    )
+    .unwrap();
+    let mut on_release = d.clone();
+    on_release.version = Some("1.1.0".parse().unwrap());
+    assert_eq!(wait_code(&mut r, &on_release, at(6)), "updated");
+    assert!(matches!(
+        r.device(&d.id).unwrap().status,
+        DeviceStatus::Failed { .. }
+    ));
+    let c = r.counts(0, at(6), None);
+    assert_eq!((c.failed, c.succeeded), (1, 0));
+    // An interruption it recovered from (a cut download, then the update went through with
+    // its report lost) does count as updated.
+    let e = &f[1];
+    offer(&mut r, e, at(1));
+    r.report(
+        &e.id,
+        StatusReport::Interrupted {
+            code: "download-failed".into(),
+        },
+        at(2),
+    )
+    .unwrap();
+    let mut e_on = e.clone();
+    e_on.version = Some("1.1.0".parse().unwrap());
+    assert_eq!(wait_code(&mut r, &e_on, at(7)), "updated");
+    assert!(matches!(
+        r.device(&e.id).unwrap().status,
+        DeviceStatus::Succeeded { .. }
+    ));
+}
+
+#[test]
 fn state_survives_a_json_round_trip() {
     let f = fleet(50, "1.0.0");
     let mut r = started(&f, Gates::weekly());
