@@ -62,7 +62,9 @@ pub struct Cloud {
     dir: PathBuf,
     pki: DevPki,
     ingest: Daemon,
+    ingest_spec: Service,
     ota: Daemon,
+    ota_spec: Service,
     api: Option<ApiService>,
     ota_config: PathBuf,
     ingest_port: u16,
@@ -79,6 +81,33 @@ impl std::fmt::Debug for Cloud {
             .field("dir", &self.dir)
             .field("admin", &self.admin_url())
             .finish_non_exhaustive()
+    }
+}
+
+/// How a service is started (again, after a crash).
+#[derive(Debug, Clone)]
+struct Service {
+    name: &'static str,
+    bin: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    log: PathBuf,
+    level: String,
+    /// Ready once all of these accept connections.
+    ports: Vec<u16>,
+}
+
+impl Service {
+    fn launch(&self) -> Result<Daemon, FleetError> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args).env("RUST_LOG", &self.level);
+        let mut d = Daemon::spawn(self.name, cmd, &self.log)?;
+        wait_for(
+            &format!("{} to listen", self.name),
+            START,
+            || d.check_running("starting"),
+            || self.ports.iter().all(|p| listening(*p)).then_some(()),
+        )?;
+        Ok(d)
     }
 }
 
@@ -137,17 +166,15 @@ server-ca = "{server_ca}"
                 server_ca = pki.server_ca_cert().display(),
             ),
         )?;
-        let mut cmd = Command::new(&bins.ingest);
-        cmd.arg("--config")
-            .arg(&ingest_config)
-            .env("RUST_LOG", &opts.log);
-        let mut ingest = Daemon::spawn("spark-ingest", cmd, &dir.join("ingest.log"))?;
-        wait_for(
-            "spark-ingest to listen",
-            START,
-            || ingest.check_running("starting"),
-            || (listening(ingest_port) && listening(internal_port)).then_some(()),
-        )?;
+        let ingest_spec = Service {
+            name: "spark-ingest",
+            bin: bins.ingest.clone(),
+            args: vec!["--config".into(), ingest_config.clone().into()],
+            log: dir.join("ingest.log"),
+            level: opts.log.clone(),
+            ports: vec![ingest_port, internal_port],
+        };
+        let ingest = ingest_spec.launch()?;
 
         let ota_config = dir.join("ota.toml");
         let rollouts = match opts.clock_factor {
@@ -185,18 +212,15 @@ interval-secs = 1
                 ota_key = ota_key.display(),
             ),
         )?;
-        let mut cmd = Command::new(&bins.ota);
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&ota_config)
-            .env("RUST_LOG", &opts.log);
-        let mut ota = Daemon::spawn("spark-ota", cmd, &dir.join("ota.log"))?;
-        wait_for(
-            "spark-ota to listen",
-            START,
-            || ota.check_running("starting"),
-            || (listening(device_port) && listening(admin_port)).then_some(()),
-        )?;
+        let ota_spec = Service {
+            name: "spark-ota",
+            bin: bins.ota.clone(),
+            args: vec!["serve".into(), "--config".into(), ota_config.clone().into()],
+            log: dir.join("ota.log"),
+            level: opts.log.clone(),
+            ports: vec![device_port, admin_port],
+        };
+        let ota = ota_spec.launch()?;
 
         // The token a person would make with `spark-ota token create`.
         let mut cmd = Command::new(&bins.ota);
@@ -223,7 +247,9 @@ interval-secs = 1
             dir,
             pki,
             ingest,
+            ingest_spec,
             ota,
+            ota_spec,
             api,
             ota_config,
             ingest_port,
@@ -292,6 +318,21 @@ interval-secs = 1
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// `kill -9` of spark-ingest, then a start on the same database and ports (a crash and
+    /// systemd's restart); returns once it listens again.
+    pub fn crash_ingest(&mut self) -> Result<(), FleetError> {
+        self.ingest.kill();
+        self.ingest = self.ingest_spec.launch()?;
+        Ok(())
+    }
+
+    /// `kill -9` of spark-ota, then a start on the same database and ports.
+    pub fn crash_ota(&mut self) -> Result<(), FleetError> {
+        self.ota.kill();
+        self.ota = self.ota_spec.launch()?;
+        Ok(())
     }
 
     /// `spark-api`, when it runs.

@@ -9,6 +9,7 @@
 //! daemons again on the slot U-Boot chose. The firmware version the booted slot holds is what
 //! RAUC recorded for it, which is what the root filesystem's `/etc/os-release` would say.
 
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -45,6 +46,13 @@ pub struct GatewayOptions {
     pub fail_health_on: Option<String>,
     /// `RUST_LOG` of the daemons.
     pub log: String,
+    /// A daemon that dies is started again by [`Gateway::service`] (systemd's
+    /// `Restart=on-failure`); otherwise its death is an error, which tests want to see.
+    pub restart_on_failure: bool,
+    /// `spark-updated`'s poll interval: the fallback when a push does not arrive.
+    pub poll_interval_secs: u64,
+    /// `spark-updated`'s download cap in bytes/s (a cellular link), none by default.
+    pub rate_limit: Option<u64>,
 }
 
 impl GatewayOptions {
@@ -60,6 +68,9 @@ impl GatewayOptions {
             seed: 1,
             fail_health_on: None,
             log: "info".into(),
+            restart_on_failure: false,
+            poll_interval_secs: 3600,
+            rate_limit: None,
         }
     }
 }
@@ -77,8 +88,16 @@ pub struct Gateway {
     sim: Daemon,
     bed: Testbed,
     boots: u32,
+    restarts: u32,
     booted_version: String,
+    /// One `NOTIFY_SOCKET` per daemon (systemd's `Type=notify`), and which said READY=1 this boot.
+    notify: Vec<(String, UnixDatagram, bool)>,
+    /// This boot reached `boot-complete.target` and the slot was marked good.
+    boot_complete: bool,
 }
+
+/// The gateway's daemons, in start order.
+pub const DAEMONS: [&str; 3] = ["spark-meterd", "spark-uplinkd", "spark-updated"];
 
 /// Bound on a daemon stopping after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -136,7 +155,18 @@ impl Gateway {
             sim,
             bed,
             boots: 0,
+            restarts: 0,
+            notify: Vec::new(),
+            boot_complete: false,
         };
+        for name in DAEMONS {
+            let path = gw.notify_path(name);
+            let _ = std::fs::remove_file(&path);
+            let sock = UnixDatagram::bind(&path).map_err(FleetError::io("bind", &path))?;
+            sock.set_nonblocking(true)
+                .map_err(FleetError::io("configure", &path))?;
+            gw.notify.push((name.to_owned(), sock, false));
+        }
         gw.boot()?;
         Ok(gw)
     }
@@ -200,9 +230,18 @@ impl Gateway {
             self.reboot()?;
             return Ok(true);
         }
-        for d in &mut self.daemons {
-            d.check_running("the gateway ran")?;
+        for i in 0..self.daemons.len() {
+            if let Err(e) = self.daemons[i].check_running("the gateway ran") {
+                if !self.opts.restart_on_failure {
+                    return Err(e);
+                }
+                let name = self.daemons[i].name().to_owned();
+                tracing::info!(gateway = %self.opts.serial, daemon = %name, "restarting after failure");
+                self.daemons[i] = self.spawn_daemon(&name)?;
+                self.restarts += 1;
+            }
         }
+        self.boot_completion()?;
         Ok(false)
     }
 
@@ -261,25 +300,84 @@ impl Gateway {
         }
         self.write_configs(slot)?;
 
-        let bus = self.bed.bus_address().to_owned();
-        let dir = self.opts.dir.clone();
-        let boot = self.boots;
-        let start = |name: &str, bin: &Path, config: &str| -> Result<Daemon, FleetError> {
-            let mut cmd = Command::new(bin);
-            cmd.arg("--config")
-                .arg(dir.join(config))
-                .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
-                .env("RUST_LOG", &self.opts.log);
-            Daemon::spawn(name, cmd, &dir.join(format!("logs/{name}.log")))
-                .inspect(|_| tracing::debug!(name, boot, "daemon started"))
-        };
-        self.daemons
-            .push(start("spark-meterd", &self.bins.meterd, "meterd.toml")?);
-        self.daemons
-            .push(start("spark-uplinkd", &self.bins.uplinkd, "uplinkd.toml")?);
-        self.daemons
-            .push(start("spark-updated", &self.bins.updated, "updated.toml")?);
+        self.boot_complete = false;
+        let mut buf = [0u8; 512];
+        for (_, sock, ready) in &mut self.notify {
+            // What the previous boot's daemons said is not this boot's news.
+            while sock.recv(&mut buf).is_ok() {}
+            *ready = false;
+        }
+        for name in DAEMONS {
+            let d = self.spawn_daemon(name)?;
+            self.daemons.push(d);
+        }
         Ok(())
+    }
+
+    /// Starts one of [`DAEMONS`] on the board's bus with its config.
+    fn spawn_daemon(&self, name: &str) -> Result<Daemon, FleetError> {
+        let (bin, config) = match name {
+            "spark-meterd" => (&self.bins.meterd, "meterd.toml"),
+            "spark-uplinkd" => (&self.bins.uplinkd, "uplinkd.toml"),
+            _ => (&self.bins.updated, "updated.toml"),
+        };
+        let dir = &self.opts.dir;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config")
+            .arg(dir.join(config))
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.bed.bus_address())
+            .env("NOTIFY_SOCKET", self.notify_path(name))
+            .env("RUST_LOG", &self.opts.log);
+        Daemon::spawn(name, cmd, &dir.join(format!("logs/{name}.log")))
+            .inspect(|_| tracing::debug!(name, boot = self.boots, "daemon started"))
+    }
+
+    /// SIGKILL to one daemon (a crash, or the kernel's OOM killer); with
+    /// [`GatewayOptions::restart_on_failure`], [`Self::service`] starts it again as systemd's
+    /// `Restart=on-failure` would. False when no such daemon runs.
+    pub fn kill_daemon(&mut self, name: &str) -> bool {
+        match self.daemons.iter_mut().find(|d| d.name() == name) {
+            Some(d) if d.pid().is_some() => {
+                d.kill();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What systemd and meta-rauc do on the device once per boot: when every daemon has said
+    /// READY=1 (`spark-health.service` sees them active), `boot-complete.target` is reached and
+    /// `rauc-mark-good.service` marks the booted slot good, which resets its U-Boot counter.
+    /// Without it a unit that boots three times without an update would fall back.
+    fn boot_completion(&mut self) -> Result<(), FleetError> {
+        let mut buf = [0u8; 512];
+        for (_, sock, ready) in &mut self.notify {
+            while let Ok(n) = sock.recv(&mut buf) {
+                if buf[..n].split(|b| *b == b'\n').any(|l| l == b"READY=1") {
+                    *ready = true;
+                }
+            }
+        }
+        if !self.boot_complete && self.notify.iter().all(|(_, _, r)| *r) {
+            self.bed.mark_good()?;
+            self.boot_complete = true;
+            tracing::debug!(gateway = %self.opts.serial, slot = %self.bed.booted(), "boot complete: marked good");
+        }
+        Ok(())
+    }
+
+    /// Whether this boot reached `boot-complete.target` (its slot marked good).
+    pub fn boot_complete(&self) -> bool {
+        self.boot_complete
+    }
+
+    fn notify_path(&self, name: &str) -> PathBuf {
+        self.opts.dir.join(format!("notify-{name}.sock"))
+    }
+
+    /// Daemons restarted after they died (with `restart_on_failure`).
+    pub fn restarts(&self) -> u32 {
+        self.restarts
     }
 
     fn write_configs(&self, slot: Slot) -> Result<(), FleetError> {
@@ -333,9 +431,9 @@ device-key = "{key}"
 release-keys = ["{release}"]
 factory-version = "{factory}"
 # Pushed offers do the work; the poll is the fallback.
-poll-interval-secs = 3600
+poll-interval-secs = {poll}
 reserve-bytes = 0
-reboot-command = ["touch", "{reboot}"]
+{rate}reboot-command = ["touch", "{reboot}"]
 [health]
 commands = [["test", "!", "-e", "{health}"]]
 timeout-secs = 10
@@ -350,6 +448,12 @@ uplink-connected-within-secs = 30
                 release = self.link.release_pub.display(),
                 factory = self.opts.factory_version,
                 reboot = self.reboot_flag().display(),
+                poll = self.opts.poll_interval_secs,
+                rate = self
+                    .opts
+                    .rate_limit
+                    .map(|r| format!("rate-limit = {r}\n"))
+                    .unwrap_or_default(),
                 health = self.health_flag().display(),
             ),
         )

@@ -16,10 +16,12 @@
 //! binaries ([`Binaries`]).
 
 pub mod bins;
+pub mod chaos;
 pub mod cloud;
 mod error;
 pub mod gateway;
 pub mod process;
+pub mod proxy;
 pub mod release;
 pub mod run;
 

@@ -11,8 +11,50 @@ use clap::Parser;
 /// Fleet in a box: cloud services, signed releases and simulated gateways running the real
 /// daemons on the real rauc service; a time-compressed weekly rollout with one unit rolling back.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// The chaos suite: a rollout under random kill -9, power cuts, link faults and cloud
+    /// crashes, then the invariants checked (no reading lost or doubled, all on good slots).
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ChaosArgs {
+    /// Output directory; emptied first.
+    #[arg(long, default_value = "out/chaos")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    gateways: usize,
+    #[arg(long, default_value_t = 20)]
+    meters: u32,
+    /// Real seconds of fault injection.
+    #[arg(long, default_value_t = 300)]
+    secs: u64,
+    /// Mean real seconds between faults.
+    #[arg(long, default_value_t = 2.0)]
+    every: f64,
+    /// Seed of the fault schedule (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value_t = 3600)]
+    clock_factor: u32,
+    /// Bound on settling after the faults stop, in real seconds.
+    #[arg(long, default_value_t = 180)]
+    settle_secs: u64,
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
     /// Output directory (PKI with private keys, configs, databases, logs); emptied first.
     #[arg(long, default_value = "out/fleet")]
     out: PathBuf,
@@ -50,6 +92,10 @@ fn main() -> ExitCode {
         .init();
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
+    if let Some(Cmd::Chaos(c)) = args.command {
+        return chaos(c, &stop);
+    }
+    let args = args.run;
     let opts = spark_fleet::run::RunOptions {
         out: args.out,
         gateways: args.gateways.max(1),
@@ -77,6 +123,47 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "spark-fleet: {e}\nlogs are in {} (cloud/*.log, gateways/*/logs/)",
+                opts.out.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chaos(c: ChaosArgs, stop: &AtomicBool) -> ExitCode {
+    let seed = c.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let opts = spark_fleet::chaos::ChaosOptions {
+        out: c.out,
+        gateways: c.gateways.max(1),
+        meters: c.meters.max(1),
+        clock_factor: c.clock_factor.max(1),
+        chaos: Duration::from_secs(c.secs),
+        interval: Duration::from_secs_f64(c.every.max(0.1)),
+        seed,
+        settle: Duration::from_secs(c.settle_secs),
+        bin_dir: c.bin_dir,
+    };
+    match spark_fleet::chaos::run(&opts, stop) {
+        Ok((summary, _)) if summary.ok() => ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!(
+                "spark-fleet chaos: invariants broken (above; seed {seed}); logs are in {}",
+                opts.out.display()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e @ spark_fleet::FleetError::Interrupted) => {
+            eprintln!("spark-fleet chaos: {e}");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!(
+                "spark-fleet chaos: {e} (seed {seed})\nlogs are in {}",
                 opts.out.display()
             );
             ExitCode::FAILURE

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use spark_ota::rollouts::{CreateRollout, RolloutStatus};
 
+use spark_ota::catalog::Uploaded;
+
+use crate::proxy::LinkProxy;
 use crate::release::sample_rootfs;
 use crate::{Binaries, Cloud, CloudOptions, FleetError, Gateway, GatewayOptions, ReleaseSpec};
 
@@ -63,26 +66,55 @@ impl Summary {
 }
 
 const COMPATIBLE: &str = "spark-bbb";
-const V1: &str = "1.0.0";
-const V2: &str = "2.0.0";
+pub(crate) const V1: &str = "1.0.0";
+pub(crate) const V2: &str = "2.0.0";
 
-/// Runs the main job; `stop` (Ctrl-C) ends it early and cleanly.
-pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetError> {
-    let bins = Binaries::locate(opts.bin_dir.as_deref())?;
-    if opts.out.exists() {
-        std::fs::remove_dir_all(&opts.out).map_err(FleetError::io("remove", &opts.out))?;
+/// How the fleet is brought up (the main job's and the chaos run's common part).
+#[derive(Debug, Clone)]
+pub(crate) struct Setup {
+    pub out: PathBuf,
+    pub gateways: usize,
+    pub meters: u32,
+    pub clock_factor: u32,
+    pub api: bool,
+    /// Each gateway's cloud link through a [`LinkProxy`] (for link faults).
+    pub proxies: bool,
+    pub restart_on_failure: bool,
+    pub poll_interval_secs: u64,
+    pub rate_limit: Option<u64>,
+    pub bin_dir: Option<PathBuf>,
+}
+
+pub(crate) fn step(s: &str) {
+    println!("\n\u{1b}[1m== {s}\u{1b}[0m");
+}
+
+/// Cloud, releases 1.0.0 and 2.0.0 uploaded, gateways factory-installed with 1.0.0 and
+/// connected to ingest. Returns the fleet and the two uploads.
+pub(crate) fn bring_up(
+    setup: &Setup,
+    stop: &AtomicBool,
+) -> Result<(Fleet, Vec<Uploaded>), FleetError> {
+    let bins = Binaries::locate(setup.bin_dir.as_deref())?;
+    if setup.out.exists() {
+        std::fs::remove_dir_all(&setup.out).map_err(FleetError::io("remove", &setup.out))?;
     }
-    std::fs::create_dir_all(&opts.out).map_err(FleetError::io("create", &opts.out))?;
-    let step = |s: &str| println!("\n\u{1b}[1m== {s}\u{1b}[0m");
+    std::fs::create_dir_all(&setup.out).map_err(FleetError::io("create", &setup.out))?;
 
-    step("Cloud: dev PKI, spark-ingest (+ pipeline), spark-api, spark-ota on SQLite");
-    let mut cloud_opts = CloudOptions::new(opts.out.join("cloud"));
-    cloud_opts.clock_factor = Some(opts.clock_factor);
+    step(if setup.api {
+        "Cloud: dev PKI, spark-ingest (+ pipeline), spark-api, spark-ota on SQLite"
+    } else {
+        "Cloud: dev PKI, spark-ingest (+ pipeline), spark-ota on SQLite"
+    });
+    let mut cloud_opts = CloudOptions::new(setup.out.join("cloud"));
+    cloud_opts.clock_factor = Some(setup.clock_factor);
     cloud_opts.tick_secs = 0.5;
-    cloud_opts.api = true;
+    cloud_opts.api = setup.api;
     let cloud = Cloud::start(&bins, &cloud_opts)?;
-    let dashboard = cloud.admin_url();
-    println!("dashboard:  {dashboard}/ui   (sign in with the admin token below)");
+    println!(
+        "dashboard:  {}/ui   (sign in with the admin token below)",
+        cloud.admin_url()
+    );
     println!("admin token: {}", cloud.token());
     if let Some(api) = cloud.api() {
         println!(
@@ -94,9 +126,10 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetErr
     }
 
     step("Releases 1.0.0 and 2.0.0: sample root filesystems, RAUC bundles, signed manifests");
-    let rel_dir = opts.out.join("releases");
+    let rel_dir = setup.out.join("releases");
     std::fs::create_dir_all(&rel_dir).map_err(FleetError::io("create", &rel_dir))?;
     let mut releases = Vec::new();
+    let mut uploads = Vec::new();
     for version in [V1, V2] {
         let rootfs = sample_rootfs(&rel_dir, version)?;
         let r = ReleaseSpec {
@@ -104,7 +137,7 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetErr
             version,
             rootfs: &rootfs,
             allow_downgrade: false,
-            valid_for: spark_release_validity(),
+            valid_for: spark_release::DEFAULT_VALIDITY,
         }
         .build(cloud.pki(), &rel_dir)?;
         let up = cloud.upload(&r)?;
@@ -115,19 +148,20 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetErr
             up.size,
             &up.sha256[..12]
         );
-        releases.push((r, up));
+        releases.push(r);
+        uploads.push(up);
     }
 
     step(&format!(
         "{} gateways: real rauc service, spark-meterd + radio simulator, spark-uplinkd, spark-updated",
-        opts.gateways
+        setup.gateways
     ));
-    let link = cloud.link();
     let regions = ["north", "south"];
     let mut gateways = Vec::new();
-    for i in 0..opts.gateways {
+    let mut proxies = Vec::new();
+    for i in 0..setup.gateways {
         if stop.load(Ordering::SeqCst) {
-            return Err(interrupted());
+            return Err(FleetError::Interrupted);
         }
         let serial = format!("GW-{:04}", i + 1);
         cloud.set_device(
@@ -137,32 +171,69 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetErr
                 "tags": {"region": regions[i % regions.len()], "site": format!("site-{}", i + 1)},
             }),
         )?;
-        let mut o =
-            GatewayOptions::new(&serial, opts.out.join("gateways").join(&serial), COMPATIBLE);
+        let mut link = cloud.link();
+        if setup.proxies {
+            let target = link
+                .ingest
+                .parse()
+                .map_err(|e| FleetError::Release(format!("ingest address {}: {e}", link.ingest)))?;
+            let proxy = LinkProxy::start(target)?;
+            link.ingest = proxy.addr().to_string();
+            proxies.push(proxy);
+        }
+        let mut o = GatewayOptions::new(
+            &serial,
+            setup.out.join("gateways").join(&serial),
+            COMPATIBLE,
+        );
         o.seed = i as u64 + 1;
-        o.meters = opts.meters;
-        o.factory_bundle = Some(releases[0].0.bundle.clone());
+        o.meters = setup.meters;
+        o.factory_bundle = Some(releases[0].bundle.clone());
+        o.restart_on_failure = setup.restart_on_failure;
+        o.poll_interval_secs = setup.poll_interval_secs;
+        o.rate_limit = setup.rate_limit;
         let gw = Gateway::start(&bins, &link, o)?;
         println!(
             "{serial}: factory-installed {} on slot {}, {} meters, board {}",
             gw.version(),
             gw.booted(),
-            opts.meters,
+            setup.meters,
             gw.board().root().display()
         );
         gateways.push(gw);
     }
     let mut fleet = Fleet {
+        link_bytes: vec![LinkCounter::default(); gateways.len()],
         cloud,
         gateways,
-        link_bytes: Vec::new(),
+        proxies,
         rt: tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(FleetError::io("start a runtime for", "D-Bus reads"))?,
     };
-    fleet.link_bytes = vec![LinkCounter::default(); fleet.gateways.len()];
-    fleet.wait_connected(&stop)?;
+    fleet.wait_connected(stop)?;
+    Ok((fleet, uploads))
+}
+
+/// Runs the main job; `stop` (Ctrl-C) ends it early and cleanly.
+pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetError> {
+    let (mut fleet, uploads) = bring_up(
+        &Setup {
+            out: opts.out.clone(),
+            gateways: opts.gateways,
+            meters: opts.meters,
+            clock_factor: opts.clock_factor,
+            api: true,
+            proxies: false,
+            restart_on_failure: false,
+            poll_interval_secs: 3600,
+            rate_limit: None,
+            bin_dir: opts.bin_dir.clone(),
+        },
+        &stop,
+    )?;
+    let dashboard = fleet.cloud.admin_url();
 
     step(&format!(
         "Rollout of 2.0.0, plan {}, on a clock {}× real time",
@@ -179,7 +250,7 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetErr
         45 * 60
     };
     let req: CreateRollout = serde_json::from_value(serde_json::json!({
-        "release": releases[1].1.release,
+        "release": uploads[1].release,
         "id": "v2-weekly",
         "plan": opts.plan,
         "gates": {
@@ -247,11 +318,7 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetErr
     Ok(summary)
 }
 
-fn spark_release_validity() -> Duration {
-    Duration::from_secs(30 * 86400)
-}
-
-fn interrupted() -> FleetError {
+pub(crate) fn interrupted() -> FleetError {
     FleetError::Interrupted
 }
 
@@ -274,16 +341,18 @@ impl LinkCounter {
     }
 }
 
-struct Fleet {
-    cloud: Cloud,
-    gateways: Vec<Gateway>,
+pub(crate) struct Fleet {
+    pub cloud: Cloud,
+    pub gateways: Vec<Gateway>,
+    /// One per gateway when its link goes through a proxy.
+    pub proxies: Vec<LinkProxy>,
     link_bytes: Vec<LinkCounter>,
-    rt: tokio::runtime::Runtime,
+    pub rt: tokio::runtime::Runtime,
 }
 
 impl Fleet {
     /// Keeps every gateway serviced (reboots carried out) and the cloud checked.
-    fn service(&mut self) -> Result<Vec<String>, FleetError> {
+    pub(crate) fn service(&mut self) -> Result<Vec<String>, FleetError> {
         self.cloud.check_running()?;
         let mut events = Vec::new();
         for (i, gw) in self.gateways.iter_mut().enumerate() {
@@ -333,7 +402,7 @@ impl Fleet {
         }
     }
 
-    fn readings_stored(&self) -> u64 {
+    pub(crate) fn readings_stored(&self) -> u64 {
         self.cloud
             .ingest_query("SELECT count(*) FROM readings")
             .ok()
@@ -446,7 +515,7 @@ impl Fleet {
         }
     }
 
-    fn summarize(
+    pub(crate) fn summarize(
         &mut self,
         rollout: RolloutStatus,
         failing: &str,
@@ -537,7 +606,7 @@ impl Fleet {
         })
     }
 
-    fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         for gw in &mut self.gateways {
             gw.shutdown();
         }
@@ -582,6 +651,24 @@ impl RateMeter {
     }
 }
 
+/// The update agent's state (`io.spark.Update1.State`: idle, downloading, installing, …).
+pub(crate) fn agent_state(rt: &tokio::runtime::Runtime, gw: &Gateway) -> Option<String> {
+    let address = gw.board().bus_address().to_owned();
+    rt.block_on(async move {
+        let read = async {
+            let conn = zbus::connection::Builder::address(address.as_str())?
+                .build()
+                .await?;
+            let p = spark_dbus::Update1Proxy::new(&conn).await?;
+            p.state().await
+        };
+        tokio::time::timeout(Duration::from_secs(2), read)
+            .await
+            .ok()?
+            .ok()
+    })
+}
+
 /// Bytes sent + received on the gateway's cloud link, from `io.spark.Uplink1` on its bus.
 fn link_bytes(rt: &tokio::runtime::Runtime, gw: &Gateway) -> Option<u64> {
     let address = gw.board().bus_address().to_owned();
@@ -605,7 +692,7 @@ fn console_is_tty() -> bool {
     std::io::stderr().is_terminal()
 }
 
-fn print_summary(s: &Summary, dashboard: &str) {
+pub(crate) fn print_summary(s: &Summary, dashboard: &str) {
     println!("\n\u{1b}[1m== Summary\u{1b}[0m");
     println!(
         "{:<10} {:>8} {:>5} {:>6} {:>10} {:>10}",
