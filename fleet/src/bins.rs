@@ -12,7 +12,7 @@ use crate::FleetError;
 
 /// What builds every binary a fleet runs.
 pub const BUILD_HINT: &str =
-    "-p spark-ingest -p spark-ota -p spark-meterd -p spark-uplinkd -p spark-updated";
+    "-p spark-ingest -p spark-ota -p spark-meterd -p spark-uplinkd -p spark-updated -p spark-webui";
 
 /// The programs of a fleet, each checked to exist.
 #[derive(Debug, Clone)]
@@ -24,6 +24,7 @@ pub struct Binaries {
     pub meterd: PathBuf,
     pub uplinkd: PathBuf,
     pub updated: PathBuf,
+    pub webui: PathBuf,
 }
 
 impl Binaries {
@@ -52,6 +53,7 @@ impl Binaries {
             meterd: find("spark-meterd")?,
             uplinkd: find("spark-uplinkd")?,
             updated: find("spark-updated")?,
+            webui: find("spark-webui")?,
         })
     }
 }

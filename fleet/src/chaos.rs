@@ -106,6 +106,7 @@ pub fn run(opts: &ChaosOptions, stop: &AtomicBool) -> Result<(Summary, Faults), 
             poll_interval_secs: 10,
             // A cellular download: a megabyte takes seconds, so faults land mid-update.
             rate_limit: Some(256 << 10),
+            webui: false,
             bin_dir: opts.bin_dir.clone(),
         },
         stop,

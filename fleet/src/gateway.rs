@@ -53,6 +53,8 @@ pub struct GatewayOptions {
     pub poll_interval_secs: u64,
     /// `spark-updated`'s download cap in bytes/s (a cellular link), none by default.
     pub rate_limit: Option<u64>,
+    /// Also run `spark-webui` (the on-site page) on a free loopback port, with a password.
+    pub webui: bool,
 }
 
 impl GatewayOptions {
@@ -71,6 +73,7 @@ impl GatewayOptions {
             restart_on_failure: false,
             poll_interval_secs: 3600,
             rate_limit: None,
+            webui: false,
         }
     }
 }
@@ -94,9 +97,20 @@ pub struct Gateway {
     notify: Vec<(String, UnixDatagram, bool)>,
     /// This boot reached `boot-complete.target` and the slot was marked good.
     boot_complete: bool,
+    /// `spark-webui`'s port and site password, when it runs.
+    webui: Option<(u16, String)>,
 }
 
-/// The gateway's daemons, in start order.
+/// A per-gateway site password for the demo (printed with the page's URL).
+fn site_password(serial: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("site-{}-{:06}", serial.to_lowercase(), n % 1_000_000)
+}
+
+/// The gateway's daemons the boot health gate waits for, in start order.
 pub const DAEMONS: [&str; 3] = ["spark-meterd", "spark-uplinkd", "spark-updated"];
 
 /// Bound on a daemon stopping after SIGTERM.
@@ -158,7 +172,11 @@ impl Gateway {
             restarts: 0,
             notify: Vec::new(),
             boot_complete: false,
+            webui: None,
         };
+        if gw.opts.webui {
+            gw.webui = Some((crate::process::free_port()?, site_password(&gw.opts.serial)));
+        }
         for name in DAEMONS {
             let path = gw.notify_path(name);
             let _ = std::fs::remove_file(&path);
@@ -311,7 +329,51 @@ impl Gateway {
             let d = self.spawn_daemon(name)?;
             self.daemons.push(d);
         }
+        if let Some((_, password)) = &self.webui {
+            if self.boots == 1 {
+                self.set_webui_password(password)?;
+            }
+            let d = self.spawn_daemon("spark-webui")?;
+            self.daemons.push(d);
+        }
         Ok(())
+    }
+
+    /// `spark-webui set-password`, as at provisioning (the password on stdin).
+    fn set_webui_password(&self, password: &str) -> Result<(), FleetError> {
+        use std::io::Write as _;
+        let mut child = Command::new(&self.bins.webui)
+            .arg("set-password")
+            .arg("--config")
+            .arg(self.opts.dir.join("webui.toml"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|source| FleetError::Spawn {
+                name: "spark-webui set-password".into(),
+                source,
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = writeln!(stdin, "{password}");
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(FleetError::io("wait for", "spark-webui set-password"))?;
+        if !out.status.success() {
+            return Err(FleetError::Command {
+                command: "spark-webui set-password".into(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The on-site page's URL and site password, when `spark-webui` runs.
+    pub fn webui(&self) -> Option<(String, &str)> {
+        self.webui
+            .as_ref()
+            .map(|(port, pw)| (format!("https://127.0.0.1:{port}/"), pw.as_str()))
     }
 
     /// Starts one of [`DAEMONS`] on the board's bus with its config.
@@ -319,6 +381,7 @@ impl Gateway {
         let (bin, config) = match name {
             "spark-meterd" => (&self.bins.meterd, "meterd.toml"),
             "spark-uplinkd" => (&self.bins.uplinkd, "uplinkd.toml"),
+            "spark-webui" => (&self.bins.webui, "webui.toml"),
             _ => (&self.bins.updated, "updated.toml"),
         };
         let dir = &self.opts.dir;
@@ -384,6 +447,15 @@ impl Gateway {
         let dir = &self.opts.dir;
         let bus = self.bed.bus_address();
         let data = dir.join("data");
+        if let Some((port, _)) = &self.webui {
+            write(
+                &dir.join("webui.toml"),
+                &format!(
+                    "listen = \"127.0.0.1:{port}\"\ndata-dir = \"{data}\"\nbus-address = \"{bus}\"\nrefresh-secs = 2\n",
+                    data = data.join("webui").display(),
+                ),
+            )?;
+        }
         write(
             &dir.join("meterd.toml"),
             &format!(

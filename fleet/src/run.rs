@@ -82,6 +82,8 @@ pub(crate) struct Setup {
     pub restart_on_failure: bool,
     pub poll_interval_secs: u64,
     pub rate_limit: Option<u64>,
+    /// Each gateway also runs `spark-webui`.
+    pub webui: bool,
     pub bin_dir: Option<PathBuf>,
 }
 
@@ -153,8 +155,9 @@ pub(crate) fn bring_up(
     }
 
     step(&format!(
-        "{} gateways: real rauc service, spark-meterd + radio simulator, spark-uplinkd, spark-updated",
-        setup.gateways
+        "{} gateways: real rauc service, spark-meterd + radio simulator, spark-uplinkd, spark-updated{}",
+        setup.gateways,
+        if setup.webui { ", spark-webui" } else { "" }
     ));
     let regions = ["north", "south"];
     let mut gateways = Vec::new();
@@ -192,6 +195,7 @@ pub(crate) fn bring_up(
         o.restart_on_failure = setup.restart_on_failure;
         o.poll_interval_secs = setup.poll_interval_secs;
         o.rate_limit = setup.rate_limit;
+        o.webui = setup.webui;
         let gw = Gateway::start(&bins, &link, o)?;
         println!(
             "{serial}: factory-installed {} on slot {}, {} meters, board {}",
@@ -200,6 +204,9 @@ pub(crate) fn bring_up(
             setup.meters,
             gw.board().root().display()
         );
+        if let Some((url, password)) = gw.webui() {
+            println!("{serial}: on-site page {url}  (password {password})");
+        }
         gateways.push(gw);
     }
     let mut fleet = Fleet {
@@ -229,6 +236,7 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetErr
             restart_on_failure: false,
             poll_interval_secs: 3600,
             rate_limit: None,
+            webui: true,
             bin_dir: opts.bin_dir.clone(),
         },
         &stop,
@@ -304,6 +312,14 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, FleetErr
     step("Telemetry: ending the radios' runs, checking every reading arrived once");
     let summary = fleet.summarize(status, &failing, &stop)?;
     print_summary(&summary, &dashboard);
+    for gw in &fleet.gateways {
+        if let Some((url, password)) = gw.webui() {
+            println!(
+                "{}'s on-site page: {url}  (password {password})",
+                gw.serial()
+            );
+        }
+    }
     if opts.stay && summary.ok() {
         println!("\nEverything keeps running: {dashboard}/ui. Ctrl-C stops it all.");
         while !stop.load(Ordering::SeqCst) {

@@ -89,6 +89,8 @@ fn main_job_runs_a_weekly_rollout_with_one_rollback() {
         "0 duplicates",
         "all checks passed",
         "dashboard: https://127.0.0.1:",
+        "GW-0001: on-site page https://127.0.0.1:",
+        "GW-0002's on-site page: https://127.0.0.1:",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
     }
