@@ -13,5 +13,5 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 cargo build --release --locked -p spark-ingest -p spark-api -p spark-ota -p spark-meterd \
-  -p spark-uplinkd -p spark-updated -p spark-fleet
+  -p spark-uplinkd -p spark-updated -p spark-webui -p spark-fleet
 exec target/release/spark-fleet chaos --out out/chaos --gateways 10 --secs 600 --every 2 "$@"

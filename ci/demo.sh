@@ -25,7 +25,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Building Spark (release): tools, cloud services, gateway daemons, spark-fleet"
 cargo build --release --locked -p spark-keys -p spark-image -p spark-ingest -p spark-api -p spark-ota \
-  -p spark-meterd -p spark-uplinkd -p spark-updated -p spark-fleet
+  -p spark-meterd -p spark-uplinkd -p spark-updated -p spark-webui -p spark-fleet
 bin=target/release
 
 rm -rf "$out"
