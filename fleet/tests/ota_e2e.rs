@@ -174,19 +174,9 @@ fn three_gateways_update_through_ota_and_ingest_push() {
             "rollout not done within {ROLLOUT_LIMIT:?}: {:#?}\n(SPARK_FLEET_KEEP=1 keeps the logs)",
             cloud.rollout("e2e").ok(),
         );
-        cloud.check_running().unwrap();
-        for gw in &mut gateways {
-            if gw.service().unwrap() {
-                let s = cloud.rollout("e2e").unwrap();
-                println!(
-                    "{:>6.1} s  {} rebooted into {} on slot {}",
-                    started.elapsed().as_secs_f64(),
-                    gw.serial(),
-                    gw.version(),
-                    gw.booted()
-                );
-                rebooted.insert(gw.serial().to_owned(), (started.elapsed(), s));
-            }
+        for serial in service(&mut cloud, &mut gateways, started) {
+            let s = cloud.rollout("e2e").unwrap();
+            rebooted.insert(serial, (started.elapsed(), s));
         }
         let s = cloud.rollout("e2e").unwrap();
         let updated: u64 = s.waves.iter().map(|w| w.updated).sum();
@@ -377,18 +367,7 @@ fn a_release_failing_its_health_check_rolls_back_and_pauses_the_rollout() {
             "rollout did not pause within {ROLLOUT_LIMIT:?}: {:#?}",
             cloud.rollout("e2e").ok()
         );
-        cloud.check_running().unwrap();
-        for gw in &mut gateways {
-            if gw.service().unwrap() {
-                println!(
-                    "{:>6.1} s  {} rebooted into {} on slot {}",
-                    started.elapsed().as_secs_f64(),
-                    gw.serial(),
-                    gw.version(),
-                    gw.booted()
-                );
-            }
-        }
+        service(&mut cloud, &mut gateways, started);
         let s = cloud.rollout("e2e").unwrap();
         if s.state == "paused" {
             break s;
@@ -473,27 +452,39 @@ fn wait(
             Instant::now() < deadline,
             "condition not met within {limit:?}"
         );
-        cloud.check_running().unwrap();
-        for gw in gateways.iter_mut() {
-            gw.service().unwrap();
-        }
+        service(cloud, gateways, deadline - limit);
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One round of keeping the fleet going (reboots carried out, crashes caught); prints and
+/// returns the gateways that rebooted.
+fn service(cloud: &mut Cloud, gateways: &mut [Gateway], started: Instant) -> Vec<String> {
+    cloud.check_running().unwrap();
+    let mut rebooted = Vec::new();
+    for gw in gateways.iter_mut() {
+        if gw.service().unwrap() {
+            println!(
+                "{:>6.1} s  {} rebooted into {} on slot {}",
+                started.elapsed().as_secs_f64(),
+                gw.serial(),
+                gw.version(),
+                gw.booted()
+            );
+            rebooted.push(gw.serial().to_owned());
+        }
+    }
+    rebooted
 }
 
 /// A local page that signs in like a person does: the dashboard's login form with the token
 /// typed in, submitted; the server sets its cookie and moves on to `next`.
 fn sign_in(dir: &Path, name: &str, admin_url: &str, token: &str, next: &str) -> String {
-    let path = dir.join(format!("sign-in-{name}.html"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"<!DOCTYPE html><html><body>
-<form method="post" action="{admin_url}/ui/login">
-<input name="token" value="{token}"><input name="next" value="{next}"></form>
-<script>document.forms[0].submit()</script></body></html>"#
-        ),
+    chromium::post_form_page(
+        dir,
+        &format!("sign-in-{name}"),
+        &format!("{admin_url}/ui/login"),
+        &[("token", token), ("next", next)],
     )
-    .unwrap();
-    format!("file://{}", path.display())
+    .unwrap()
 }

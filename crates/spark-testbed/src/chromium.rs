@@ -120,6 +120,39 @@ pub fn browse(
     }
 }
 
+/// A local page (`DIR/post-NAME.html`, returned as a `file://` URL) that posts a form to
+/// `action` as soon as it loads, as a person filling it in would (e.g. a sign-in form), so that
+/// [`browse`] follows the answer. Values are HTML-escaped.
+pub fn post_form_page(
+    dir: &Path,
+    name: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> Result<String, TestbedError> {
+    let path = dir.join(format!("post-{name}.html"));
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| format!(r#"<input name="{}" value="{}">"#, escape(k), escape(v)))
+        .collect();
+    let html = format!(
+        "<!DOCTYPE html><html><body>\n<form method=\"post\" action=\"{}\">{inputs}</form>\n<script>document.forms[0].submit()</script></body></html>",
+        escape(action)
+    );
+    std::fs::write(&path, html).map_err(|source| TestbedError::Io {
+        action: "write",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(format!("file://{}", path.display()))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The `<tr id="ID">…</tr>` row of a DOM, if there is one.
 pub fn row<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
     let start = dom.find(&format!("<tr id=\"{id}\">"))?;

@@ -33,18 +33,13 @@ fn browse(dir: &Path, name: &str, url: &str, screenshot: Option<&Path>) -> Strin
 /// A local page that signs in like a person does: the form of `/ui/login` with the token typed
 /// in, submitted; the server sets the cookie and moves on to `next`.
 fn sign_in_page(dir: &Path, name: &str, admin_url: &str, token: &str, next: &str) -> String {
-    let path = dir.join(format!("sign-in-{name}.html"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"<!DOCTYPE html><html><body>
-<form method="post" action="{admin_url}/ui/login">
-<input name="token" value="{token}"><input name="next" value="{next}"></form>
-<script>document.forms[0].submit()</script></body></html>"#
-        ),
+    chromium::post_form_page(
+        dir,
+        &format!("sign-in-{name}"),
+        &format!("{admin_url}/ui/login"),
+        &[("token", token), ("next", next)],
     )
-    .unwrap();
-    format!("file://{}", path.display())
+    .unwrap()
 }
 
 /// The `<tr id="ID">` row of a page; the test fails, showing the page, without one.
