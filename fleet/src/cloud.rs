@@ -131,8 +131,10 @@ impl Cloud {
     /// Creates the PKI and starts ingest, then the OTA server with push through ingest, and
     /// makes an admin token.
     pub fn start(bins: &Binaries, opts: &CloudOptions) -> Result<Cloud, FleetError> {
-        let dir = opts.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(FleetError::io("create", &dir))?;
+        std::fs::create_dir_all(&opts.dir).map_err(FleetError::io("create", &opts.dir))?;
+        // Absolute: the services resolve relative paths in their configs from the config's
+        // folder, and a gateway's configs name this PKI too.
+        let dir = std::fs::canonicalize(&opts.dir).map_err(FleetError::io("resolve", &opts.dir))?;
         let pki_dir = dir.join("pki");
         let pki = spark_keys::init_dev(&pki_dir, &DevPkiOptions::default())?;
         let (ota_cert, ota_key) = spark_keys::issue_service(&pki_dir, "spark-ota", true)?;

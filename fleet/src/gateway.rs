@@ -97,6 +97,8 @@ pub struct Gateway {
     notify: Vec<(String, UnixDatagram, bool)>,
     /// This boot reached `boot-complete.target` and the slot was marked good.
     boot_complete: bool,
+    /// mark-good calls RAUC refused in a row (it was busy).
+    mark_good_failures: u32,
     /// `spark-webui`'s port and site password, when it runs.
     webui: Option<(u16, String)>,
 }
@@ -123,10 +125,15 @@ impl Gateway {
         link: &CloudLink,
         opts: GatewayOptions,
     ) -> Result<Gateway, FleetError> {
+        let mut opts = opts;
         for sub in ["", "data", "logs"] {
             let d = opts.dir.join(sub);
             std::fs::create_dir_all(&d).map_err(FleetError::io("create", &d))?;
         }
+        // Absolute: the daemons resolve relative paths in their configs from the config's
+        // folder.
+        opts.dir =
+            std::fs::canonicalize(&opts.dir).map_err(FleetError::io("resolve", &opts.dir))?;
         let (cert, key) = spark_keys::issue_device(&link.pki_dir, &opts.serial, true)?;
         let mut bed_opts = TestbedOptions::new(&opts.compatible, &link.keyring);
         bed_opts.slot_size = 64 << 20;
@@ -172,6 +179,7 @@ impl Gateway {
             restarts: 0,
             notify: Vec::new(),
             boot_complete: false,
+            mark_good_failures: 0,
             webui: None,
         };
         if gw.opts.webui {
@@ -422,9 +430,20 @@ impl Gateway {
             }
         }
         if !self.boot_complete && self.notify.iter().all(|(_, _, r)| *r) {
-            self.bed.mark_good()?;
-            self.boot_complete = true;
-            tracing::debug!(gateway = %self.opts.serial, slot = %self.bed.booted(), "boot complete: marked good");
+            match self.bed.mark_good() {
+                Ok(()) => {
+                    self.boot_complete = true;
+                    self.mark_good_failures = 0;
+                    tracing::debug!(gateway = %self.opts.serial, slot = %self.bed.booted(), "boot complete: marked good");
+                }
+                // RAUC serves one such call at a time ("already processing a different
+                // method" while the agent asks it something): try again next round.
+                Err(e) if self.mark_good_failures < 100 => {
+                    self.mark_good_failures += 1;
+                    tracing::debug!(gateway = %self.opts.serial, error = %e, "mark-good refused; retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }

@@ -102,13 +102,15 @@ pub(crate) fn bring_up(
         std::fs::remove_dir_all(&setup.out).map_err(FleetError::io("remove", &setup.out))?;
     }
     std::fs::create_dir_all(&setup.out).map_err(FleetError::io("create", &setup.out))?;
+    // Absolute: the services resolve relative paths in their configs from the config's folder.
+    let out = std::fs::canonicalize(&setup.out).map_err(FleetError::io("resolve", &setup.out))?;
 
     step(if setup.api {
         "Cloud: dev PKI, spark-ingest (+ pipeline), spark-api, spark-ota on SQLite"
     } else {
         "Cloud: dev PKI, spark-ingest (+ pipeline), spark-ota on SQLite"
     });
-    let mut cloud_opts = CloudOptions::new(setup.out.join("cloud"));
+    let mut cloud_opts = CloudOptions::new(out.join("cloud"));
     cloud_opts.clock_factor = Some(setup.clock_factor);
     cloud_opts.tick_secs = 0.5;
     cloud_opts.api = setup.api;
@@ -128,7 +130,7 @@ pub(crate) fn bring_up(
     }
 
     step("Releases 1.0.0 and 2.0.0: sample root filesystems, RAUC bundles, signed manifests");
-    let rel_dir = setup.out.join("releases");
+    let rel_dir = out.join("releases");
     std::fs::create_dir_all(&rel_dir).map_err(FleetError::io("create", &rel_dir))?;
     let mut releases = Vec::new();
     let mut uploads = Vec::new();
@@ -184,11 +186,7 @@ pub(crate) fn bring_up(
             link.ingest = proxy.addr().to_string();
             proxies.push(proxy);
         }
-        let mut o = GatewayOptions::new(
-            &serial,
-            setup.out.join("gateways").join(&serial),
-            COMPATIBLE,
-        );
+        let mut o = GatewayOptions::new(&serial, out.join("gateways").join(&serial), COMPATIBLE);
         o.seed = i as u64 + 1;
         o.meters = setup.meters;
         o.factory_bundle = Some(releases[0].bundle.clone());

@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary run from `out`'s parent with `--out` relative to it, as `ci/demo.sh` runs it
+/// (`--out out/demo/fleet`): configs must not carry paths relative to the wrong folder.
 fn fleet_command(out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spark-fleet"));
-    cmd.arg("--out")
-        .arg(out)
+    cmd.current_dir(out.parent().unwrap())
+        .arg("--out")
+        .arg(out.file_name().unwrap())
         .args([
             "--gateways",
             "2",
