@@ -11,7 +11,12 @@ use clap::Parser;
 /// Fleet in a box: cloud services, signed releases and simulated gateways running the real
 /// daemons on the real rauc service; a time-compressed weekly rollout with one unit rolling back.
 #[derive(Debug, Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+// Later flags win: ci/demo.sh and ci/chaos.sh pass their defaults first and the user's after.
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -27,6 +32,7 @@ enum Cmd {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
 struct ChaosArgs {
     /// Output directory; emptied first.
     #[arg(long, default_value = "out/chaos")]
@@ -194,4 +200,31 @@ fn watch_signals(stop: Arc<AtomicBool>) {
             stop.store(true, Ordering::SeqCst);
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_flags_override_the_scripts_defaults() {
+        let a =
+            Args::try_parse_from(["spark-fleet", "--out", "out/demo/fleet", "--out", "x"]).unwrap();
+        assert_eq!(a.run.out, PathBuf::from("x"));
+        let a = Args::try_parse_from([
+            "spark-fleet",
+            "chaos",
+            "--gateways",
+            "10",
+            "--secs",
+            "600",
+            "--secs",
+            "20",
+        ])
+        .unwrap();
+        match a.command {
+            Some(Cmd::Chaos(c)) => assert_eq!((c.gateways, c.secs), (10, 20)),
+            other => panic!("{other:?}"),
+        }
+    }
 }
